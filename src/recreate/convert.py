@@ -1,0 +1,85 @@
+"""`recreate.convert`: a registered torch module -> keras.Model with its weights.
+
+Whole-model tracing builds on the same pieces: registry entries build the layers (named after
+the module path), `transfer_weights` fills them, and layout tags say where a transpose is due.
+"""
+
+from __future__ import annotations
+
+from ._backend import keras, require_torch
+from .layout import keras_permute_dims
+from .registry import CHANNELS_LAST, lookup
+from .transfer import transfer_weights
+
+
+def _as_tuple(x) -> tuple:
+    return tuple(x) if isinstance(x, (tuple, list)) else (x,)
+
+
+def flatten_outputs(out) -> list:
+    """Flatten nested tuples/lists/dicts/dataclass-like outputs into a list, in order."""
+    if isinstance(out, (tuple, list)):
+        return [t for o in out for t in flatten_outputs(o)]
+    if isinstance(out, dict):
+        return [t for v in out.values() for t in flatten_outputs(v)]
+    if out is None:
+        return []
+    return [out]
+
+
+def convert(module, example_inputs, io_layout: str = "torch", *, name: str | None = None):
+    """Convert a registered torch module into a keras.Model with its weights transferred.
+
+    `example_inputs` (a tensor or a tuple of tensors, PyTorch layout, batch first) fixes the
+    input shapes (batch left free). With io_layout="torch" the Keras model takes and returns
+    tensors in PyTorch's layout, exactly like the module (one transpose at each boundary);
+    with io_layout="keras" it takes and returns channels-last tensors.
+
+    Example::
+
+        km = recreate.convert(torch.nn.Conv2d(3, 8, 3).eval(), torch.randn(1, 3, 32, 32))
+        y = km(x.numpy())
+    """
+    torch = require_torch("convert")
+    if io_layout not in ("torch", "keras"):
+        raise ValueError(f"io_layout must be 'torch' or 'keras', got {io_layout!r}")
+    entry = lookup(module, "")
+    xs = [x if isinstance(x, torch.Tensor) else torch.as_tensor(x) for x in _as_tuple(example_inputs)]
+    shapes = [tuple(x.shape) for x in xs]
+    layer_name = name or type(module).__name__.lower()
+    layers = entry.make_layers(module, shapes, layer_name)
+    in_cl, out_cl = (lay == CHANNELS_LAST for lay in entry.layout)
+
+    inputs, feeds = [], []
+    for i, (x, shape) in enumerate(zip(xs, shapes)):
+        rank = len(shape)
+        permute = in_cl and rank >= 3
+        if permute and io_layout == "keras":
+            kshape = tuple(shape[j] for j in (*range(2, rank), 1))
+        else:
+            kshape = shape[1:]
+        inp = keras.Input(shape=kshape, batch_size=None, dtype=_keras_dtype(x), name=f"input_{i}")
+        inputs.append(inp)
+        if permute and io_layout == "torch":
+            feeds.append(keras.layers.Permute(keras_permute_dims(rank, True), name=f"input_{i}.to_channels_last")(inp))
+        else:
+            feeds.append(inp)
+
+    y = feeds[0] if len(feeds) == 1 else feeds
+    for i, lyr in enumerate(layers):
+        y = lyr(*feeds) if i == 0 and len(feeds) > 1 else lyr(y)
+    outs = flatten_outputs(y)
+    final = []
+    for j, o in enumerate(outs):
+        if out_cl and io_layout == "torch" and len(o.shape) >= 3:
+            o = keras.layers.Permute(keras_permute_dims(len(o.shape), False), name=f"output_{j}.to_channels_first")(o)
+        final.append(o)
+    model = keras.Model(inputs[0] if len(inputs) == 1 else inputs, final[0] if len(final) == 1 else final,
+                        name=type(module).__name__)
+    transfer_weights(module, model, mapping={layer_name: ""})
+    return model
+
+
+def _keras_dtype(x) -> str:
+    name = str(x.dtype).replace("torch.", "")
+    return "float32" if name == "bfloat16" else name

@@ -1,0 +1,14 @@
+"""Keras layers with PyTorch semantics that stock Keras lacks or gets subtly wrong.
+
+Keras only: importing this package never imports torch, so converted models load and serve
+in a TensorFlow-only image (`keras.saving.load_model(path, safe_mode=True)` after
+`import recreate`).
+"""
+
+from .adaptive_pool import AdaptivePooling
+from .batch_stat_norm import BatchStatNormalization
+from .flatten import Flatten
+from .pad import Pad
+from .subsample import Subsample
+
+__all__ = ["AdaptivePooling", "BatchStatNormalization", "Flatten", "Pad", "Subsample"]

@@ -1,0 +1,16 @@
+"""Public test helpers: Hypothesis building blocks for converter cases, and assert_parity.
+
+Users property-test the converters they register for their own modules with these::
+
+    from hypothesis import given
+    from recreate.testing import assert_parity, cases
+
+    @given(cases.module_case(lambda draw: MyBlock(draw(st.integers(1, 8))), input_shape=...))
+    def test_my_block(case):
+        assert_parity(case.module, case.inputs)
+"""
+
+from .cases import Case, assert_informative, calibrate_batchnorm_, make_case, randomize_
+from .parity import assert_parity, parity_error
+
+__all__ = ["Case", "assert_informative", "assert_parity", "calibrate_batchnorm_", "make_case", "parity_error", "randomize_"]
