@@ -30,7 +30,8 @@ def test_entry_parity(torch_type):
     @settings(max_examples=EXAMPLES)
     @given(case=entry.cases(torch_type), io_layout=st.sampled_from(["torch", "keras"]))
     def check(case, io_layout):
-        assert_parity(case.module, case.inputs, tolerance=entry.tolerance, io_layout=io_layout)
+        assert_parity(case.module, case.inputs, tolerance=entry.tolerance, io_layout=io_layout,
+                      kwargs=case.kwargs)
 
     check()
 

@@ -6,9 +6,11 @@ the module path), `transfer_weights` fills them, and layout tags say where a tra
 
 from __future__ import annotations
 
+import numpy as np
+
 from ._backend import keras, require_torch
 from .layout import keras_permute_dims
-from .registry import CHANNELS_LAST, lookup
+from .registry import CHANNELS_LAST, BuildContext, lookup
 from .transfer import transfer_weights
 
 
@@ -27,13 +29,18 @@ def flatten_outputs(out) -> list:
     return [out]
 
 
-def convert(module, example_inputs, io_layout: str = "torch", *, name: str | None = None):
+def convert(module, example_inputs, io_layout: str = "torch", *, kwargs: dict | None = None,
+            name: str | None = None):
     """Convert a registered torch module into a keras.Model with its weights transferred.
 
     `example_inputs` (a tensor or a tuple of tensors, PyTorch layout, batch first) fixes the
     input shapes (batch left free). With io_layout="torch" the Keras model takes and returns
     tensors in PyTorch's layout, exactly like the module (one transpose at each boundary);
     with io_layout="keras" it takes and returns channels-last tensors.
+
+    `kwargs` are forward() keyword arguments: non-tensor values (need_weights=False) are
+    fixed in the converted layer; tensor values (attn_mask=...) become further Keras model
+    inputs, after the positional ones and in the order given, in PyTorch layout.
 
     Example::
 
@@ -46,8 +53,15 @@ def convert(module, example_inputs, io_layout: str = "torch", *, name: str | Non
     entry = lookup(module, "")
     xs = [x if isinstance(x, torch.Tensor) else torch.as_tensor(x) for x in _as_tuple(example_inputs)]
     shapes = [tuple(x.shape) for x in xs]
+    kwargs = dict(kwargs or {})
+    tensor_kw = [k for k, v in kwargs.items() if isinstance(v, (torch.Tensor, np.ndarray))]
+    ctx = BuildContext(
+        tuple(shapes),
+        {k: (tuple(v.shape) if k in tensor_kw else v) for k, v in kwargs.items()},
+        tuple(tensor_kw),
+    )
     layer_name = name or type(module).__name__.lower()
-    layers = entry.make_layers(module, shapes, layer_name)
+    layers = entry.make_layers(module, ctx, layer_name)
     in_cl, out_cl = (lay == CHANNELS_LAST for lay in entry.layout)
 
     inputs, feeds = [], []
@@ -65,9 +79,14 @@ def convert(module, example_inputs, io_layout: str = "torch", *, name: str | Non
         else:
             feeds.append(inp)
 
-    y = feeds[0] if len(feeds) == 1 else feeds
+    kw_inputs = {}
+    for k in tensor_kw:
+        v = torch.as_tensor(kwargs[k])
+        kw_inputs[k] = keras.Input(shape=tuple(v.shape[1:]), dtype=_keras_dtype(v), name=k)
+        inputs.append(kw_inputs[k])
+    y = None
     for i, lyr in enumerate(layers):
-        y = lyr(*feeds) if i == 0 and len(feeds) > 1 else lyr(y)
+        y = lyr(*feeds, **kw_inputs) if i == 0 else lyr(y)
     outs = flatten_outputs(y)
     final = []
     for j, o in enumerate(outs):

@@ -59,6 +59,19 @@ class WeightRules:
 RulesLike = WeightRules | Callable[[Any, Any], WeightRules]
 
 
+@dataclass(frozen=True)
+class BuildContext:
+    """What a converter may need beyond the module: the shapes of the positional tensor
+    inputs (PyTorch layout, batch first) and the forward() keyword arguments. Non-tensor
+    keyword values (need_weights=False) are given as they are, to be baked into the layer;
+    tensor keyword values (attn_mask) are given as their shapes and reach the layer's call()
+    as keyword tensors of the same name."""
+
+    input_shapes: tuple[tuple[int, ...], ...]
+    kwargs: dict = field(default_factory=dict)
+    tensor_kwargs: tuple[str, ...] = ()
+
+
 @dataclass
 class Entry:
     """One registry entry (shared by all the torch types one decorator registers)."""
@@ -70,14 +83,16 @@ class Entry:
     layout: tuple[str, str] = (CHANNELS_LAST, CHANNELS_LAST)
     rules: dict[type, RulesLike] = field(default_factory=dict)
     name: str = ""
-    _wants_shapes: bool = False
+    _wants_ctx: bool = False
 
-    def make_layers(self, module, input_shapes, name: str) -> list:
+    def make_layers(self, module, ctx, name: str) -> list:
         """Build the Keras layer(s) for `module`. With several layers (e.g. an explicit pad
         before a conv) the main one (the last, unless the builder returned `Layers(.., main=i)`)
         carries the module path as its name and the weights; the others are named
         `<path>.pre<i>` / `<path>.post<i>`."""
-        out = self.build(module, input_shapes) if self._wants_shapes else self.build(module)
+        if not isinstance(ctx, BuildContext):
+            ctx = BuildContext(tuple(tuple(s) for s in ctx))
+        out = self.build(module, ctx) if self._wants_ctx else self.build(module)
         layers = list(out) if isinstance(out, (list, tuple)) else [out]
         main = getattr(out, "main", len(layers) - 1) % len(layers)
         for i, lyr in enumerate(layers):
@@ -109,8 +124,9 @@ def register(
     """Register a converter for one or more torch module types.
 
     The decorated function reads the live module and returns a keras.Layer (or a list of
-    layers applied in sequence). It may take a second argument, the input shapes in PyTorch
-    layout, when the layer depends on them. `cases(torch_type)` returns a Hypothesis strategy
+    layers applied in sequence, or `Layers(...)`). It may take a second argument, a
+    `BuildContext` (input shapes in PyTorch layout, forward keyword arguments), when the
+    layer depends on them. `cases(torch_type)` returns a Hypothesis strategy
     of `recreate.testing.Case` (module + inputs) used by the registry-wide parity test;
     `layout` says whether the layer reads/writes channels-last ("cl") or PyTorch's axis order
     ("torch"); `rules` maps Keras layer types to the weight rules of this torch type.
@@ -148,7 +164,7 @@ def register(
             layout=tuple(layout),  # type: ignore[arg-type]
             rules=dict(rules or {}),
             name=f"{fn.__module__}.{fn.__qualname__}",
-            _wants_shapes=len(params) >= 2,
+            _wants_ctx=len(params) >= 2,
         )
         for t in torch_types:
             _ENTRIES[t] = entry

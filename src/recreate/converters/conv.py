@@ -82,11 +82,11 @@ def _conv_cases(torch_type):
 @register(nn.Conv1d, nn.Conv2d, nn.Conv3d, cases=_conv_cases,
           rules={**{k: CONV_RULES for k in _KERAS_CONV.values()},
                  **{k: DEPTHWISE_RULES for k in _KERAS_DEPTHWISE.values()}})
-def conv(m, input_shapes):
+def conv(m, ctx):
     n = len(m.kernel_size)
     stride, dil = tuple(m.stride), tuple(m.dilation)
     pads = tuple(m._reversed_padding_repeated_twice)
-    spatial = input_shapes[0][-n:]
+    spatial = ctx.input_shapes[0][-n:]
     out_sizes = [
         (size + pads[2 * (n - 1 - i)] + pads[2 * (n - 1 - i) + 1] - dil[i] * (m.kernel_size[i] - 1) - 1) // stride[i] + 1
         for i, size in enumerate(spatial)

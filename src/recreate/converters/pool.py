@@ -58,7 +58,7 @@ def _maxpool_cases(torch_type):
 
 
 @register(*_MAXPOOL, cases=_maxpool_cases)
-def max_pool(m, input_shapes):
+def max_pool(m, ctx):
     n = _NDIM[type(m)]
     if m.return_indices:
         raise ConversionError("MaxPool with return_indices=True is not supported yet: convert the module that consumes the indices by hand")
@@ -68,7 +68,7 @@ def max_pool(m, input_shapes):
     d = _tuple(m.dilation, n)
     if any(x > 1 for x in d):
         raise ConversionError(f"{type(m).__name__} with dilation={m.dilation} is not supported yet")
-    spatial = input_shapes[0][-n:]
+    spatial = ctx.input_shapes[0][-n:]
     pads = []  # F.pad order: last axis first
     for size, kk, ss, pp, dd in reversed(list(zip(spatial, k, s, p, d))):
         out = pool_output_size(size, kk, ss, pp, dd, m.ceil_mode)
@@ -99,11 +99,11 @@ def _adaptive_cases(torch_type):
 
 
 @register(*_ADAPTIVE, cases=_adaptive_cases)
-def adaptive_pool(m, input_shapes):
+def adaptive_pool(m, ctx):
     n = _NDIM[type(m)]
     if getattr(m, "return_indices", False):
         raise ConversionError("AdaptiveMaxPool with return_indices=True is not supported yet")
-    spatial = input_shapes[0][-n:]
+    spatial = ctx.input_shapes[0][-n:]
     size = _tuple(m.output_size, n)
     size = tuple(sp if o is None else int(o) for o, sp in zip(size, spatial))
     keras_layer = _ADAPTIVE[type(m)]

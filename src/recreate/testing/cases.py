@@ -7,7 +7,7 @@ shapes; numeric values come from a seeded generator, so every failure replays ex
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 from hypothesis import strategies as st
@@ -17,12 +17,19 @@ SEEDS = st.integers(min_value=0, max_value=2**31 - 1)
 
 @dataclass
 class Case:
+    """An eval-mode module, its positional inputs (numpy, PyTorch layout) and forward()
+    keyword arguments (non-tensor values are fixed at conversion; arrays become inputs)."""
+
     module: object
     inputs: tuple
+    kwargs: dict = field(default_factory=dict)
 
     def __repr__(self) -> str:
         shapes = ", ".join(f"{tuple(x.shape)}:{x.dtype}" for x in self.inputs)
-        return f"Case({self.module!r}, inputs=[{shapes}])"
+        kw = "".join(
+            f", {k}={(tuple(v.shape), str(v.dtype)) if hasattr(v, 'shape') else v!r}" for k, v in self.kwargs.items()
+        )
+        return f"Case({self.module!r}, inputs=[{shapes}]{kw})"
 
 
 def randomize_(module, seed: int = 0):
@@ -57,11 +64,11 @@ def random_inputs(seed: int, *shapes, dtype=np.float32, scale: float = 1.0) -> t
     return tuple((rng.standard_normal(s) * scale).astype(dtype) for s in shapes)
 
 
-def make_case(draw, module, *shapes, scale: float = 1.0) -> Case:
-    """Randomise `module` and draw inputs of `shapes` (PyTorch layout) for a Case."""
+def make_case(draw, module, *shapes, scale: float = 1.0, kwargs: dict | None = None) -> Case:
+    """Randomise `module` and draw float32 inputs of `shapes` (PyTorch layout) for a Case."""
     seed = draw(SEEDS)
     randomize_(module, seed)
-    return Case(module, random_inputs(seed + 1, *shapes, scale=scale))
+    return Case(module, random_inputs(seed + 1, *shapes, scale=scale), dict(kwargs or {}))
 
 
 def calibrate_batchnorm_(model, *inputs):

@@ -12,10 +12,11 @@ def parity_error(keras_out, ref) -> float:
     return error_stats(keras_out, ref)[2]
 
 
-def assert_parity(module, inputs, *, tolerance: float = 1e-5, io_layout: str = "torch", keras_model=None):
+def assert_parity(module, inputs, *, tolerance: float = 1e-5, io_layout: str = "torch", keras_model=None,
+                  kwargs: dict | None = None):
     """Convert `module` (unless `keras_model` is given), run both on `inputs` (PyTorch
     layout) and assert every output agrees within tolerance x max(1, |reference|).
-    Returns the Keras model.
+    `kwargs` are forward() keyword arguments (see `recreate.convert`). Returns the Keras model.
 
     Example::
 
@@ -31,16 +32,19 @@ def assert_parity(module, inputs, *, tolerance: float = 1e-5, io_layout: str = "
 
     xs = tuple(inputs) if isinstance(inputs, (tuple, list)) else (inputs,)
     txs = [torch.tensor(np.asarray(x)) for x in xs]  # copies: in-place modules must not touch xs
+    kwargs = dict(kwargs or {})
+    tkw = {k: torch.tensor(np.asarray(v)) if isinstance(v, (np.ndarray, torch.Tensor)) else v for k, v in kwargs.items()}
     keras_model_given = keras_model is not None
     if keras_model is None:
-        keras_model = convert(module, tuple(txs), io_layout=io_layout)
+        keras_model = convert(module, tuple(txs), io_layout=io_layout, kwargs=tkw)
     with torch.no_grad():
-        ref = [to_numpy(t) for t in flatten_outputs(module(*txs))]
+        ref = [to_numpy(t) for t in flatten_outputs(module(*txs, **tkw))]
     # With io_layout="keras" the model reads/writes channels-last where the layer does.
     in_layout, out_layout = (CHANNELS_LAST, CHANNELS_LAST) if keras_model_given else lookup(module).layout
     feeds = [np.asarray(x) for x in xs]
     if io_layout == "keras" and in_layout == CHANNELS_LAST:
         feeds = [to_channels_last(x) for x in feeds]
+    feeds += [np.asarray(v) for v in kwargs.values() if isinstance(v, (np.ndarray, torch.Tensor))]
     out = keras_model(feeds[0] if len(feeds) == 1 else feeds, training=False)
     import keras
 
