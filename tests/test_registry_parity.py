@@ -12,7 +12,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+import numpy as np
+import torch
+
 from recreate import registry
+from recreate.convert import _spatial_dims, is_unbatched
 from recreate.testing import assert_parity
 
 EXAMPLES = int(os.environ.get("RECREATE_EXAMPLES", "25"))
@@ -33,6 +37,32 @@ def test_entry_parity(torch_type):
         assert_parity(case.module, case.inputs, tolerance=entry.tolerance, io_layout=io_layout,
                       kwargs=case.kwargs)
 
+    check()
+
+
+UNBATCHED_EXAMPLES = max(5, EXAMPLES // 3)
+
+
+@pytest.mark.parametrize("torch_type", TYPES, ids=lambda t: t.__name__)
+def test_entry_parity_unbatched(torch_type):
+    """Where torch accepts an input without the batch axis, so does the conversion."""
+    entry = registry.find_entry(torch_type)
+    @settings(max_examples=UNBATCHED_EXAMPLES)
+    @given(case=entry.cases(torch_type))
+    def check(case):
+        shapes = [tuple(x.shape) for x in case.inputs]
+        single = tuple(np.asarray(x)[0] for x in case.inputs)
+        if not is_unbatched(case.module, [s[1:] for s in shapes]):
+            return
+        try:
+            with torch.no_grad():
+                case.module(*[torch.tensor(x) for x in single])
+        except (RuntimeError, ValueError, IndexError):
+            return  # torch itself refuses this unbatched input
+        assert_parity(case.module, single, tolerance=entry.tolerance, kwargs=case.kwargs)
+
+    if _spatial_dims(torch_type) is None:
+        pytest.skip("not a channels-first module with an unbatched form")
     check()
 
 

@@ -6,6 +6,8 @@ the module path), `transfer_weights` fills them, and layout tags say where a tra
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 
 from ._backend import keras, require_torch
@@ -29,6 +31,25 @@ def flatten_outputs(out) -> list:
     return [out]
 
 
+def _spatial_dims(torch_type: type) -> int | None:
+    m = re.search(r"([123])d$", torch_type.__name__)
+    return int(m.group(1)) if m else None
+
+
+def is_unbatched(module, shapes) -> bool:
+    """True when a channels-first module (Conv2d, MaxPool1d, ReflectionPad3d, ...) is given
+    an input without the batch axis, as torch allows: rank = spatial dims + 1. Batch norm
+    reads (N, C) as batched and is never unbatched."""
+    torch = require_torch("convert")
+    n = _spatial_dims(type(module))
+    entry = lookup(module)
+    if n is None or entry.layout[0] != CHANNELS_LAST or not shapes:
+        return False
+    if isinstance(module, torch.nn.modules.batchnorm._BatchNorm):
+        return False
+    return len(shapes[0]) == n + 1
+
+
 def convert(module, example_inputs, io_layout: str = "torch", *, kwargs: dict | None = None,
             name: str | None = None):
     """Convert a registered torch module into a keras.Model with its weights transferred.
@@ -37,6 +58,9 @@ def convert(module, example_inputs, io_layout: str = "torch", *, kwargs: dict | 
     input shapes (batch left free). With io_layout="torch" the Keras model takes and returns
     tensors in PyTorch's layout, exactly like the module (one transpose at each boundary);
     with io_layout="keras" it takes and returns channels-last tensors.
+
+    An input without a batch axis, where torch accepts one (a (C, H, W) tensor for Conv2d),
+    gives a model that takes a batch of such samples: `km(x[None])[0]` is `module(x)`.
 
     `kwargs` are forward() keyword arguments: non-tensor values (need_weights=False) are
     fixed in the converted layer; tensor values (attn_mask=...) become further Keras model
@@ -53,6 +77,8 @@ def convert(module, example_inputs, io_layout: str = "torch", *, kwargs: dict | 
     entry = lookup(module, "")
     xs = [x if isinstance(x, torch.Tensor) else torch.as_tensor(x) for x in _as_tuple(example_inputs)]
     shapes = [tuple(x.shape) for x in xs]
+    if is_unbatched(module, shapes):
+        shapes = [(1, *s) for s in shapes]  # the Keras model's batch axis is the one torch lacks
     kwargs = dict(kwargs or {})
     tensor_kw = [k for k, v in kwargs.items() if isinstance(v, (torch.Tensor, np.ndarray))]
     ctx = BuildContext(

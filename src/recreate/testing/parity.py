@@ -25,7 +25,7 @@ def assert_parity(module, inputs, *, tolerance: float = 1e-5, io_layout: str = "
     import torch
 
     from .. import convert
-    from ..convert import flatten_outputs
+    from ..convert import flatten_outputs, is_unbatched
     from ..layout import to_channels_first, to_channels_last
     from ..registry import CHANNELS_LAST, lookup
     from ..transfer import to_numpy
@@ -39,6 +39,10 @@ def assert_parity(module, inputs, *, tolerance: float = 1e-5, io_layout: str = "
         keras_model = convert(module, tuple(txs), io_layout=io_layout, kwargs=tkw)
     with torch.no_grad():
         ref = [to_numpy(t) for t in flatten_outputs(module(*txs, **tkw))]
+    unbatched = not keras_model_given and is_unbatched(module, [tuple(x.shape) for x in txs])
+    if unbatched:  # the Keras model takes a batch of unbatched samples
+        xs = tuple(np.asarray(x)[None] for x in xs)
+        ref = [r[None] for r in ref]
     # With io_layout="keras" the model reads/writes channels-last where the layer does.
     in_layout, out_layout = (CHANNELS_LAST, CHANNELS_LAST) if keras_model_given else lookup(module).layout
     feeds = [np.asarray(x) for x in xs]
