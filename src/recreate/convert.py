@@ -12,7 +12,7 @@ import numpy as np
 
 from ._backend import keras, require_torch
 from .layout import keras_permute_dims
-from .registry import CHANNELS_LAST, BuildContext, lookup
+from .registry import ANY, CHANNELS_LAST, TORCH, BuildContext, find_entry, lookup
 from .transfer import transfer_weights
 
 
@@ -43,7 +43,7 @@ def is_unbatched(module, shapes) -> bool:
     torch = require_torch("convert")
     n = _spatial_dims(type(module))
     entry = lookup(module)
-    if n is None or entry.layout[0] != CHANNELS_LAST or not shapes:
+    if n is None or entry.layout[0] == TORCH or not shapes:
         return False
     if isinstance(module, torch.nn.modules.batchnorm._BatchNorm):
         return False
@@ -52,7 +52,11 @@ def is_unbatched(module, shapes) -> bool:
 
 def convert(module, example_inputs, io_layout: str = "torch", *, kwargs: dict | None = None,
             name: str | None = None):
-    """Convert a registered torch module into a keras.Model with its weights transferred.
+    """Convert a torch module into a keras.Model with its weights transferred.
+
+    A registered module type becomes its Keras layer; any other model is traced
+    (recreate.trace): registered submodules stay whole, the operations between them go
+    through the op registry.
 
     `example_inputs` (a tensor or a tuple of tensors, PyTorch layout, batch first) fixes the
     input shapes (batch left free). With io_layout="torch" the Keras model takes and returns
@@ -74,8 +78,12 @@ def convert(module, example_inputs, io_layout: str = "torch", *, kwargs: dict | 
     torch = require_torch("convert")
     if io_layout not in ("torch", "keras"):
         raise ValueError(f"io_layout must be 'torch' or 'keras', got {io_layout!r}")
-    entry = lookup(module, "")
     xs = [x if isinstance(x, torch.Tensor) else torch.as_tensor(x) for x in _as_tuple(example_inputs)]
+    if find_entry(type(module)) is None:
+        from .trace import convert_traced
+
+        return convert_traced(module, xs, io_layout, kwargs=kwargs, name=name)
+    entry = lookup(module, "")
     shapes = [tuple(x.shape) for x in xs]
     if is_unbatched(module, shapes):
         shapes = [(1, *s) for s in shapes]  # the Keras model's batch axis is the one torch lacks
@@ -88,7 +96,7 @@ def convert(module, example_inputs, io_layout: str = "torch", *, kwargs: dict | 
     )
     layer_name = name or type(module).__name__.lower()
     layers = entry.make_layers(module, ctx, layer_name)
-    in_cl, out_cl = (lay == CHANNELS_LAST for lay in entry.layout)
+    in_cl, out_cl = (lay in (CHANNELS_LAST, ANY) for lay in entry.layout)
 
     inputs, feeds = [], []
     for i, (x, shape) in enumerate(zip(xs, shapes)):

@@ -22,6 +22,9 @@ from .transforms import IDENTITY, Transform
 
 CHANNELS_LAST = "cl"
 TORCH = "torch"
+#: Elementwise layers: they take any axis order and keep it (the tracer moves no axes for
+#: them; single-module conversion treats them as channels-last).
+ANY = "any"
 
 
 @dataclass(frozen=True)
@@ -128,8 +131,8 @@ def register(
     `BuildContext` (input shapes in PyTorch layout, forward keyword arguments), when the
     layer depends on them. `cases(torch_type)` returns a Hypothesis strategy
     of `recreate.testing.Case` (module + inputs) used by the registry-wide parity test;
-    `layout` says whether the layer reads/writes channels-last ("cl") or PyTorch's axis order
-    ("torch"); `rules` maps Keras layer types to the weight rules of this torch type.
+    `layout` says whether the layer reads/writes channels-last ("cl"), PyTorch's axis order
+    ("torch"), or, for elementwise layers, any order it is given ("any", both sides); `rules` maps Keras layer types to the weight rules of this torch type.
 
     Example::
 
@@ -142,8 +145,10 @@ def register(
     for t in torch_types:
         if not isinstance(t, type):
             raise RegistryError(f"register() takes torch module types, got {t!r}")
-    if layout[0] not in (CHANNELS_LAST, TORCH) or layout[1] not in (CHANNELS_LAST, TORCH):
-        raise RegistryError(f"layout must be a pair of 'cl'/'torch', got {layout!r}")
+    if layout[0] not in (CHANNELS_LAST, TORCH, ANY) or layout[1] not in (CHANNELS_LAST, TORCH, ANY):
+        raise RegistryError(f"layout must be a pair of 'cl'/'torch'/'any', got {layout!r}")
+    if (layout[0] == ANY) != (layout[1] == ANY):
+        raise RegistryError(f"'any' layout applies to input and output together, got {layout!r}")
 
     def deco(fn):
         dup = [t.__qualname__ for t in torch_types if t in _ENTRIES]
@@ -202,9 +207,15 @@ def _mro(t: type) -> list[type]:
 
 
 def find_entry(torch_type: type) -> Entry | None:
-    for c in _mro(torch_type):
+    """Exact type first, then the nearest registered base class, but only when the subclass
+    does not override forward() (torchvision's LayerNorm2d subclasses nn.LayerNorm and
+    permutes inside forward: it must be traced, not treated as a LayerNorm)."""
+    if torch_type in _ENTRIES:
+        return _ENTRIES[torch_type]
+    for c in _mro(torch_type)[1:]:
         if c in _ENTRIES:
-            return _ENTRIES[c]
+            same_forward = getattr(torch_type, "forward", None) is getattr(c, "forward", None)
+            return _ENTRIES[c] if same_forward else None
     return None
 
 

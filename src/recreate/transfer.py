@@ -153,6 +153,8 @@ def transfer_weights(
         return None
 
     def visit(layer, parent_torch: str | None) -> None:
+        if getattr(layer, "transfer_skip", False):
+            return  # constants and ad-hoc layers filled at conversion
         tname = torch_name_for(layer, parent_torch)
         if tname is not None:
             _plan_layer(layer, tname, modules, flat, row_perms.get(id(layer)), plans, used,
@@ -189,6 +191,17 @@ def transfer_weights(
     _commit(plans, flat, report, progress)
     report.seconds = time.perf_counter() - t0
     return report
+
+
+def fill_layer(module, layer) -> None:
+    """Fill one built Keras layer from one torch module (strict, atomic)."""
+    flat = dict(module.state_dict())
+    problems, coverage, plans, used = [], [], [], set()
+    report = TransferReport()
+    _plan_layer(layer, "", {"": module}, flat, None, plans, used, problems, coverage, report)
+    if problems or coverage:
+        raise TransferError(problems + coverage)
+    _commit(plans, flat, report, False)
 
 
 # ---- torch side ---------------------------------------------------------------------------

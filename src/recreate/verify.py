@@ -53,6 +53,12 @@ class OutputStats:
     def grade(self) -> str:
         return grade(self.mse)
 
+    @property
+    def error(self) -> float:
+        """The verdict's measure: max abs error relative to the output's scale,
+        max|k - t| / max(1, max|t|) (DESIGN: whole models 1e-4 relative)."""
+        return self.max_abs / max(1.0, self.ref_max_abs)
+
 
 @dataclass
 class LayerStats:
@@ -76,7 +82,11 @@ class ParityReport:
 
     @property
     def passed(self) -> bool:
-        return all(o.max_rel <= self.tolerance for o in self.outputs)
+        return all(o.error <= self.tolerance for o in self.outputs)
+
+    @property
+    def error(self) -> float:
+        return max((o.error for o in self.outputs), default=0.0)
 
     @property
     def max_rel(self) -> float:
@@ -93,7 +103,8 @@ class ParityReport:
 
     def _verdict(self) -> str:
         v = "PASS" if self.passed else "FAIL"
-        s = f"{v}: max relative error {self.max_rel:.3g} (tolerance {self.tolerance:g}) over {self.batches} batch(es)"
+        s = (f"{v}: error {self.error:.3g} = max|keras - torch| / max(1, max|torch|) (tolerance "
+             f"{self.tolerance:g}) over {self.batches} batch(es); elementwise max rel {self.max_rel:.3g}")
         fd = self.first_divergent
         if fd is not None:
             s += (
@@ -105,10 +116,10 @@ class ParityReport:
         return s
 
     def _tables(self):
-        oh = ["output", "shape", "mse", "max abs", "max rel", "|ref| max", "grade"]
+        oh = ["output", "shape", "mse", "max abs", "max rel", "|ref| max", "error", "grade"]
         ob = [
             [str(o.index), "x".join(map(str, o.shape)), f"{o.mse:.3g}", f"{o.max_abs:.3g}",
-             f"{o.max_rel:.3g}", f"{o.ref_max_abs:.3g}", o.grade]
+             f"{o.max_rel:.3g}", f"{o.ref_max_abs:.3g}", f"{o.error:.3g}", o.grade]
             for o in self.outputs
         ]
         lh = ["layer", "torch type", "shape", "max abs", "max rel", "ok"]
@@ -180,6 +191,10 @@ def verify(
     outputs, adapted automatically) or "auto" (decided from the shapes). With
     `layers="auto"` a failing comparison also compares same-named intermediate layers and
     names the first that diverges; `layers=True` always does.
+
+    The verdict: for every output, max|keras - torch| / max(1, max|torch|) <= tolerance
+    (per layer likewise, for localisation). MSE, max abs and elementwise max relative error
+    max(|k - t| / max(1, |t|)) are reported too.
 
     Example::
 
@@ -360,5 +375,7 @@ def _per_layer(torch_model, keras_model, xs, layout, tolerance) -> tuple[list[La
             rows.append(LayerStats(name, type(modules[name]).__name__, tuple(t.shape), float("inf"), float("inf"), False))
             continue
         _, mab, mrel = error_stats(k, t)
-        rows.append(LayerStats(name, type(modules[name]).__name__, tuple(t.shape), mab, mrel, mrel <= tolerance))
+        peak = float(np.abs(t).max()) if t.size else 0.0
+        ok = mab / max(1.0, peak) <= tolerance
+        rows.append(LayerStats(name, type(modules[name]).__name__, tuple(t.shape), mab, mrel, ok))
     return rows, ""

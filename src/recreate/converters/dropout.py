@@ -6,7 +6,7 @@ from hypothesis import strategies as st
 from torch import nn
 
 from .._backend import keras
-from ..registry import register
+from ..registry import ANY, register
 from ..testing.cases import make_case
 
 _DROPOUTS = (nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d, nn.AlphaDropout, nn.FeatureAlphaDropout)
@@ -24,6 +24,6 @@ def _dropout_cases(torch_type):
     return case()
 
 
-@register(*_DROPOUTS, cases=_dropout_cases)
+@register(*_DROPOUTS, cases=_dropout_cases, layout=(ANY, ANY))
 def dropout(m):
     return keras.layers.Identity()

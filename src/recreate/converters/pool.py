@@ -106,7 +106,8 @@ def adaptive_pool(m, ctx):
     spatial = ctx.input_shapes[0][-n:]
     size = _tuple(m.output_size, n)
     size = tuple(sp if o is None else int(o) for o, sp in zip(size, spatial))
-    keras_layer = _ADAPTIVE[type(m)]
-    if keras_layer is None:
-        return AdaptivePooling(size, mode="max")
-    return keras_layer(size if n > 1 else size[0])
+    # Keras's AdaptiveAveragePooling (3.15) pools with a window of ceil(L/n)+1, longer than
+    # the input when the output is 1 (global pooling) or as large as the input: eager mode
+    # survives it, tf.function / SavedModel fail ("Negative dimension size"). recreate's
+    # layer uses torch's bins directly.
+    return AdaptivePooling(size, mode="max" if _ADAPTIVE[type(m)] is None else "avg")

@@ -27,7 +27,7 @@ def assert_parity(module, inputs, *, tolerance: float = 1e-5, io_layout: str = "
     from .. import convert
     from ..convert import flatten_outputs, is_unbatched
     from ..layout import to_channels_first, to_channels_last
-    from ..registry import CHANNELS_LAST, lookup
+    from ..registry import CHANNELS_LAST, TORCH, lookup
     from ..transfer import to_numpy
 
     xs = tuple(inputs) if isinstance(inputs, (tuple, list)) else (inputs,)
@@ -46,7 +46,7 @@ def assert_parity(module, inputs, *, tolerance: float = 1e-5, io_layout: str = "
     # With io_layout="keras" the model reads/writes channels-last where the layer does.
     in_layout, out_layout = (CHANNELS_LAST, CHANNELS_LAST) if keras_model_given else lookup(module).layout
     feeds = [np.asarray(x) for x in xs]
-    if io_layout == "keras" and in_layout == CHANNELS_LAST:
+    if io_layout == "keras" and in_layout != TORCH:
         feeds = [to_channels_last(x) for x in feeds]
     feeds += [np.asarray(v) for v in kwargs.values() if isinstance(v, (np.ndarray, torch.Tensor))]
     out = keras_model(feeds[0] if len(feeds) == 1 else feeds, training=False)
@@ -54,7 +54,7 @@ def assert_parity(module, inputs, *, tolerance: float = 1e-5, io_layout: str = "
 
     got = [np.asarray(keras.ops.convert_to_numpy(o)) for o in flatten_outputs(out)]
     assert len(got) == len(ref), f"{len(got)} Keras outputs vs {len(ref)} torch outputs"
-    out_cl = io_layout == "keras" and out_layout == CHANNELS_LAST
+    out_cl = io_layout == "keras" and out_layout != TORCH
     for i, (k, t) in enumerate(zip(got, ref)):
         if out_cl and k.ndim >= 3:
             k = to_channels_first(k)
