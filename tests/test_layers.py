@@ -19,6 +19,8 @@ LAYERS = [
     rl.BatchStatNormalization(epsilon=1e-3, center=False),
     rl.Subsample((2, 3)),
     rl.AdaptivePooling((3, None), mode="avg"),
+    rl.ConvTranspose(4, (3, 2), strides=(2, 1), padding=(1, 0), output_padding=(1, 0), dilation_rate=(1, 2),
+                     groups=2, use_bias=False),
 ]
 
 

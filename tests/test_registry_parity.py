@@ -56,7 +56,7 @@ def test_entry_parity_unbatched(torch_type):
             return
         try:
             with torch.no_grad():
-                case.module(*[torch.tensor(x) for x in single])
+                case.module(*[torch.tensor(x) for x in single], **case.kwargs)
         except (RuntimeError, ValueError, IndexError):
             return  # torch itself refuses this unbatched input
         assert_parity(case.module, single, tolerance=entry.tolerance, kwargs=case.kwargs)

@@ -27,9 +27,6 @@ for _n, _k in _KERAS_CONV.items():
     register_rules(None, _k, CONV_RULES)
 for _n, _k in _KERAS_DEPTHWISE.items():
     register_rules(None, _k, DEPTHWISE_RULES)
-for _t, _k in ((nn.ConvTranspose1d, keras.layers.Conv1DTranspose), (nn.ConvTranspose2d, keras.layers.Conv2DTranspose),
-               (nn.ConvTranspose3d, keras.layers.Conv3DTranspose)):
-    register_rules(_t, _k, CONV_TRANSPOSE_RULES)
 
 
 def _pad_layers(m, n: int) -> list:

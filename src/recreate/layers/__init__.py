@@ -8,9 +8,38 @@ in a TensorFlow-only image (`keras.saving.load_model(path, safe_mode=True)` afte
 from .adaptive_pool import AdaptivePooling
 from .affine_grid import AffineGrid
 from .batch_stat_norm import BatchStatNormalization
+from .bilinear import Bilinear
+from .channel_shuffle import ChannelShuffle
+from .conv_transpose import ConvTranspose
+from .distance import CosineSimilarity, PairwiseDistance
+from .embedding import MaxNormEmbedding
+from .embedding_bag import EmbeddingBag
 from .flatten import Flatten
+from .fold import Fold, Unfold
 from .grid_sample import GridSample
 from .pad import Pad
+from .pixel_shuffle import PixelShuffle, PixelUnshuffle
 from .subsample import Subsample
+from .unflatten import Unflatten
 
-__all__ = ["AdaptivePooling", "AffineGrid", "BatchStatNormalization", "Flatten", "GridSample", "Pad", "Subsample"]
+__all__ = [
+    "AdaptivePooling",
+    "AffineGrid",
+    "BatchStatNormalization",
+    "Bilinear",
+    "ChannelShuffle",
+    "ConvTranspose",
+    "CosineSimilarity",
+    "EmbeddingBag",
+    "Flatten",
+    "Fold",
+    "GridSample",
+    "MaxNormEmbedding",
+    "Pad",
+    "PairwiseDistance",
+    "PixelShuffle",
+    "PixelUnshuffle",
+    "Subsample",
+    "Unflatten",
+    "Unfold",
+]
