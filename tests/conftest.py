@@ -8,6 +8,10 @@ os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 
 import torch  # noqa: E402,F401
 
+# torch's multi-threaded LSTM kernel is pathologically slow on a loaded 2-core machine
+# (0.5-2.4 s for a tiny 3-layer LSTM, 0.3 ms single-threaded); results do not change.
+torch.set_num_threads(1)
+
 try:
     import torchvision  # noqa: F401
 except ImportError:

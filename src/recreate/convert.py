@@ -45,7 +45,9 @@ def is_unbatched(module, shapes) -> bool:
     entry = lookup(module)
     if n is None or entry.layout[0] == TORCH or not shapes:
         return False
-    if isinstance(module, torch.nn.modules.batchnorm._BatchNorm):
+    # Batch norm reads (N, C) as batched; Upsampling*2d passes a 3-D tensor to F.interpolate,
+    # which reads it as (N, C, L) (1-D nearest) or rejects it (bilinear): never unbatched.
+    if isinstance(module, (torch.nn.modules.batchnorm._BatchNorm, torch.nn.Upsample)):
         return False
     return len(shapes[0]) == n + 1
 
@@ -78,11 +80,15 @@ def convert(module, example_inputs, io_layout: str = "torch", *, kwargs: dict | 
     torch = require_torch("convert")
     if io_layout not in ("torch", "keras"):
         raise ValueError(f"io_layout must be 'torch' or 'keras', got {io_layout!r}")
-    xs = [x if isinstance(x, torch.Tensor) else torch.as_tensor(x) for x in _as_tuple(example_inputs)]
     if find_entry(type(module)) is None:
         from .trace import convert_traced
 
+        xs = [x if isinstance(x, torch.Tensor) else torch.as_tensor(x) for x in _as_tuple(example_inputs)]
         return convert_traced(module, xs, io_layout, kwargs=kwargs, name=name)
+    # A tuple argument of a registered module (LSTM's (h_0, c_0)) becomes further positional
+    # Keras inputs, flattened in order.
+    xs = [x if isinstance(x, torch.Tensor) else torch.as_tensor(x)
+          for x in flatten_outputs(list(_as_tuple(example_inputs)))]
     entry = lookup(module, "")
     shapes = [tuple(x.shape) for x in xs]
     if is_unbatched(module, shapes):

@@ -339,7 +339,7 @@ def convert_traced(model, xs: list, io_layout: str, kwargs: dict | None = None, 
     env: dict = {}
     inputs = []
     placeholders = [n for n in gm.graph.nodes if n.op == "placeholder"]
-    for i, (node, x) in enumerate(zip(placeholders, xs)):
+    for node, x in zip(placeholders, xs):
         shape = tuple(x.shape)
         rank = len(shape)
         perm = channels_last(rank) if (io_layout == "keras" and rank >= 3) else identity(rank)

@@ -429,7 +429,7 @@ def _commit(plans: list[_Plan], flat: dict, report: TransferReport, progress) ->
                 value = np.full(p.shape, p.fill, dtype=p.var.dtype)
             else:
                 value = p.transform([to_numpy(flat[k]) for k in p.sources], p.shape)
-                value = np.ascontiguousarray(value, dtype=p.var.dtype)
+                value = np.asarray(value, dtype=p.var.dtype, order="C")  # keeps 0-d values 0-d
             p.var.assign(value)
             p.row.tensors += 1
             p.row.bytes += nb

@@ -5,6 +5,17 @@ in a TensorFlow-only image (`keras.saving.load_model(path, safe_mode=True)` afte
 `import recreate`).
 """
 
+from .activations import (
+    CELU,
+    GELU,
+    GLU,
+    Hardshrink,
+    Hardtanh,
+    LeakyReLU,
+    Softplus,
+    Softshrink,
+    Threshold,
+)
 from .adaptive_pool import AdaptivePooling
 from .affine_grid import AffineGrid
 from .batch_stat_norm import BatchStatNormalization
@@ -17,8 +28,11 @@ from .embedding_bag import EmbeddingBag
 from .flatten import Flatten
 from .fold import Fold, Unfold
 from .grid_sample import GridSample
+from .interpolate import Interpolate
 from .pad import Pad
 from .pixel_shuffle import PixelShuffle, PixelUnshuffle
+from .recurrent import Recurrent, RecurrentCell
+from .softmax import LogSoftmax, Softmin
 from .subsample import Subsample
 from .unflatten import Unflatten
 
@@ -27,19 +41,33 @@ __all__ = [
     "AffineGrid",
     "BatchStatNormalization",
     "Bilinear",
+    "CELU",
     "ChannelShuffle",
     "ConvTranspose",
     "CosineSimilarity",
     "EmbeddingBag",
     "Flatten",
     "Fold",
+    "GELU",
+    "GLU",
     "GridSample",
+    "Hardshrink",
+    "Hardtanh",
+    "Interpolate",
+    "LeakyReLU",
+    "LogSoftmax",
     "MaxNormEmbedding",
     "Pad",
     "PairwiseDistance",
     "PixelShuffle",
     "PixelUnshuffle",
+    "Recurrent",
+    "RecurrentCell",
+    "Softmin",
+    "Softplus",
+    "Softshrink",
     "Subsample",
+    "Threshold",
     "Unflatten",
     "Unfold",
 ]

@@ -52,30 +52,34 @@ class Pad(keras.layers.Layer):
         return x
 
     def _pad_axis(self, x, ax, lo, hi):
-        rank = len(x.shape)
-        # Crop first (negative pads), then grow.
-        if lo < 0 or hi < 0:
-            n = x.shape[ax]
-            start, stop = max(0, -lo), n - max(0, -hi)
-            x = ops.take(x, ops.arange(start, stop), axis=ax)
-            lo, hi = max(lo, 0), max(hi, 0)
         if lo == 0 and hi == 0:
             return x
         n = x.shape[ax]
-        if self.mode == "constant":
-            widths = [(0, 0)] * rank
-            widths[ax] = (lo, hi)
-            return ops.pad(x, widths, mode="constant", constant_values=self.value)
-        if self.mode == "reflect":
+        if n + lo + hi < 0:
+            raise ValueError(f"padding ({lo}, {hi}) leaves a negative size on an axis of {n}")
+        if self.mode in ("constant", "circular"):
+            # torch crops first, then pads what is left (circular wraps around the cropped axis).
+            if lo < 0 or hi < 0:
+                start, stop = max(0, -lo), n - max(0, -hi)
+                x = ops.take(x, ops.arange(start, stop), axis=ax)
+                n, lo, hi = stop - start, max(lo, 0), max(hi, 0)
+                if lo == 0 and hi == 0:
+                    return x
+            if self.mode == "constant":
+                widths = [(0, 0)] * len(x.shape)
+                widths[ax] = (lo, hi)
+                return ops.pad(x, widths, mode="constant", constant_values=self.value)
+            if lo > n or hi > n:
+                raise ValueError(f"circular padding ({lo}, {hi}) must not exceed the axis size {n} (after cropping)")
+            idx = [u % n for u in range(-lo, n + hi)]
+        elif self.mode == "reflect":
+            # torch reflects about the uncropped edges, then crops: F.pad(x, (-3, 4), "reflect")
+            # on 5 elements is x[3, 4, 3, 2, 1, 0].
             if lo >= n or hi >= n:
                 raise ValueError(f"reflect padding ({lo}, {hi}) must be smaller than the axis size {n}")
-            idx = list(range(lo, 0, -1)) + list(range(n)) + list(range(n - 2, n - 2 - hi, -1))
-        elif self.mode == "replicate":
-            idx = [0] * lo + list(range(n)) + [n - 1] * hi
-        else:  # circular
-            if lo > n or hi > n:
-                raise ValueError(f"circular padding ({lo}, {hi}) must not exceed the axis size {n}")
-            idx = list(range(n - lo, n)) + list(range(n)) + list(range(hi))
+            idx = [abs(u) if abs(u) < n else 2 * (n - 1) - abs(u) for u in range(-lo, n + hi)]
+        else:  # replicate: clamp to the uncropped edges, then crop
+            idx = [min(max(u, 0), n - 1) for u in range(-lo, n + hi)]
         return ops.take(x, ops.convert_to_tensor(idx, dtype="int32"), axis=ax)
 
     def get_config(self):

@@ -31,15 +31,19 @@ def assert_parity(module, inputs, *, tolerance: float = 1e-5, io_layout: str = "
     from ..transfer import to_numpy
 
     xs = tuple(inputs) if isinstance(inputs, (tuple, list)) else (inputs,)
-    txs = [torch.tensor(np.asarray(x)) for x in xs]  # copies: in-place modules must not touch xs
+    # A tuple among the inputs is one nested torch argument (LSTM's (h_0, c_0)): torch gets
+    # it nested, the Keras model its tensors as further flat inputs, in order.
+    txs = [_nested(x, lambda a: torch.tensor(np.asarray(a))) for x in xs]  # copies: in-place modules must not touch xs
+    xs = tuple(flatten_outputs(list(xs)))
+    flat_txs = flatten_outputs(txs)
     kwargs = dict(kwargs or {})
     tkw = {k: torch.tensor(np.asarray(v)) if isinstance(v, (np.ndarray, torch.Tensor)) else v for k, v in kwargs.items()}
     keras_model_given = keras_model is not None
     if keras_model is None:
-        keras_model = convert(module, tuple(txs), io_layout=io_layout, kwargs=tkw)
+        keras_model = convert(module, tuple(flat_txs), io_layout=io_layout, kwargs=tkw)
     with torch.no_grad():
         ref = [to_numpy(t) for t in flatten_outputs(module(*txs, **tkw))]
-    unbatched = not keras_model_given and is_unbatched(module, [tuple(x.shape) for x in txs])
+    unbatched = not keras_model_given and is_unbatched(module, [tuple(x.shape) for x in flat_txs])
     if unbatched:  # the Keras model takes a batch of unbatched samples
         xs = tuple(np.asarray(x)[None] for x in xs)
         ref = [r[None] for r in ref]
@@ -65,3 +69,7 @@ def assert_parity(module, inputs, *, tolerance: float = 1e-5, io_layout: str = "
             f"(|ref| max {np.abs(t).max() if t.size else 0:.3g})"
         )
     return keras_model
+
+
+def _nested(x, fn):
+    return tuple(_nested(a, fn) for a in x) if isinstance(x, tuple) else fn(x)
