@@ -208,3 +208,11 @@ def test_unbuilt_model_is_refused():
     km = keras.Sequential([L.Dense(3, name="fc")])
     with pytest.raises(recreate.TransferError, match="not built"):
         recreate.transfer_weights({"fc.weight": torch.zeros(3, 4)}, km)
+
+
+def test_lazy_unmaterialized_module_is_refused():
+    lazy = nn.LazyLinear(3)
+    inp = keras.Input((4,))
+    km = keras.Model(inp, L.Dense(3, name="lin")(inp))
+    with pytest.raises(recreate.TransferError, match="forward pass"):
+        recreate.transfer_weights(lazy, km, mapping={"lin": ""})

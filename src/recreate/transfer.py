@@ -212,6 +212,12 @@ def _torch_side(source) -> tuple[dict | None, dict]:
         return None, dict(load_state_dict(source))
     torch = require_torch("transfer_weights")
     if isinstance(source, torch.nn.Module):
+        lazy = [n for n, p in source.named_parameters() if isinstance(p, torch.nn.parameter.UninitializedParameter)]
+        if lazy:
+            raise TransferError([
+                f"torch parameter(s) {lazy[:5]} are uninitialized (a Lazy module): run one forward "
+                "pass of the torch model first, then transfer"
+            ])
         return dict(source.named_modules()), dict(source.state_dict())
     if isinstance(source, Mapping):
         return None, dict(source)

@@ -1,22 +1,37 @@
-"""Pooling: MaxPool1d/2d/3d (padding, stride, ceil_mode), AdaptiveAvg/AdaptiveMax Pool1d/2d/3d
-with PyTorch's bin rule: Keras's AdaptiveAveragePooling (same rule, proven by the property
-test), recreate.layers.AdaptivePooling for max (Keras's crashes on some sizes, see there)."""
+"""Pooling: MaxPool, AvgPool, LPPool, MaxUnpool, FractionalMaxPool (with fixed samples),
+AdaptiveAvg/AdaptiveMax Pool, 1d/2d/3d, every constructor argument.
+
+Stock Keras layers where they compute exactly torch's function (MaxPooling after a -inf pad;
+AveragePooling where every window's divisor is the full window; AdaptiveAveragePooling);
+recreate.layers for the rest: dilation and return_indices (MaxPooling), torch's average
+divisors at the borders (AveragePooling), LPPooling, MaxUnpooling, FractionalMaxPooling,
+AdaptivePooling (max, with indices)."""
 
 from __future__ import annotations
 
-import math
-
+import numpy as np
 from hypothesis import strategies as st
 from torch import nn
 
 from .._backend import keras
 from ..errors import ConversionError
 from ..layers import AdaptivePooling, Pad
-from ..registry import register
-from ..testing.cases import make_case
+from ..layers.avg_pool import AveragePooling, torch_divisors
+from ..layers.fractional_max_pool import FractionalMaxPooling
+from ..layers.lp_pool import LPPooling
+from ..layers.max_pool import MaxPooling, pool_output_size
+from ..layers.max_unpool import MaxUnpooling
+from ..registry import Map, WeightRules, register
+from ..testing.cases import SEEDS, Case, make_case
 
 _MAXPOOL = {nn.MaxPool1d: keras.layers.MaxPooling1D, nn.MaxPool2d: keras.layers.MaxPooling2D,
             nn.MaxPool3d: keras.layers.MaxPooling3D}
+_AVGPOOL = {nn.AvgPool1d: keras.layers.AveragePooling1D, nn.AvgPool2d: keras.layers.AveragePooling2D,
+            nn.AvgPool3d: keras.layers.AveragePooling3D}
+_ZEROPAD = {1: keras.layers.ZeroPadding1D, 2: keras.layers.ZeroPadding2D, 3: keras.layers.ZeroPadding3D}
+_LPPOOL = (nn.LPPool1d, nn.LPPool2d, nn.LPPool3d)
+_UNPOOL = (nn.MaxUnpool1d, nn.MaxUnpool2d, nn.MaxUnpool3d)
+_FRACTIONAL = (nn.FractionalMaxPool2d, nn.FractionalMaxPool3d)
 _ADAPTIVE = {
     nn.AdaptiveAvgPool1d: keras.layers.AdaptiveAveragePooling1D,
     nn.AdaptiveAvgPool2d: keras.layers.AdaptiveAveragePooling2D,
@@ -25,33 +40,38 @@ _ADAPTIVE = {
     nn.AdaptiveMaxPool2d: None,
     nn.AdaptiveMaxPool3d: None,
 }
-_NDIM = {t: int(t.__name__[-2]) for t in (*_MAXPOOL, *_ADAPTIVE)}
+_NDIM = {t: int(t.__name__[-2]) for t in (*_MAXPOOL, *_AVGPOOL, *_LPPOOL, *_UNPOOL, *_FRACTIONAL, *_ADAPTIVE)}
+
+FRACTIONAL_RULES = WeightRules((Map("random_samples", "_random_samples"),))
 
 
 def _tuple(v, n):
-    return tuple(v) if isinstance(v, (tuple, list)) else (v,) * n
+    return tuple(int(a) for a in v) if isinstance(v, (tuple, list)) else (int(v),) * n
 
 
-def pool_output_size(size: int, k: int, s: int, p: int, d: int, ceil_mode: bool) -> int:
-    """PyTorch's pooling output length (a window may not start in the right padding)."""
-    eff = d * (k - 1) + 1
-    num = size + 2 * p - eff
-    out = (math.ceil(num / s) if ceil_mode else num // s) + 1
-    if ceil_mode and (out - 1) * s >= size + p:
-        out -= 1
-    return out
+def _maybe_tuple(draw, values):
+    """An int when every axis agrees and Hypothesis says so (torch accepts both forms)."""
+    values = tuple(values)
+    return values[0] if len(set(values)) == 1 and draw(st.booleans()) else values
 
+
+# ---------------------------------------------------------------------------- max pooling
 
 def _maxpool_cases(torch_type):
     n = _NDIM[torch_type]
 
     @st.composite
     def case(draw):
-        k = tuple(draw(st.integers(1, 4)) for _ in range(n))
+        k = tuple(draw(st.integers(1, 4 if n < 3 else 3)) for _ in range(n))
+        d = tuple(draw(st.sampled_from([1, 1, 1, 2, 3])) for _ in range(n))
         s = tuple(draw(st.integers(1, 3)) for _ in range(n))
-        p = tuple(draw(st.integers(0, kk // 2)) for kk in k)
-        spatial = tuple(draw(st.integers(kk, 7 if n == 3 else 11)) for kk in k)
-        m = torch_type(k, stride=s, padding=p, ceil_mode=draw(st.booleans()))
+        eff = [dd * (kk - 1) + 1 for kk, dd in zip(k, d)]
+        p = tuple(draw(st.integers(0, kk // 2)) for kk in k)  # torch: at most half the kernel
+        spatial = tuple(draw(st.integers(max(1, e - 2 * pp), max(1, e - 2 * pp) + (5 if n == 3 else 9)))
+                        for e, pp in zip(eff, p))
+        m = torch_type(_maybe_tuple(draw, k), stride=_maybe_tuple(draw, s), padding=_maybe_tuple(draw, p),
+                       dilation=_maybe_tuple(draw, d), return_indices=draw(st.booleans()),
+                       ceil_mode=draw(st.booleans()))
         return make_case(draw, m, (draw(st.integers(1, 2)), draw(st.integers(1, 4)), *spatial))
 
     return case()
@@ -60,19 +80,17 @@ def _maxpool_cases(torch_type):
 @register(*_MAXPOOL, cases=_maxpool_cases)
 def max_pool(m, ctx):
     n = _NDIM[type(m)]
-    if m.return_indices:
-        raise ConversionError("MaxPool with return_indices=True is not supported yet: convert the module that consumes the indices by hand")
     k = _tuple(m.kernel_size, n)
     s = _tuple(m.stride if m.stride is not None else m.kernel_size, n)
     p = _tuple(m.padding, n)
     d = _tuple(m.dilation, n)
-    if any(x > 1 for x in d):
-        raise ConversionError(f"{type(m).__name__} with dilation={m.dilation} is not supported yet")
+    if m.return_indices or any(x > 1 for x in d):
+        return MaxPooling(k, strides=s, padding=p, dilation=d, ceil_mode=m.ceil_mode, return_indices=m.return_indices)
     spatial = ctx.input_shapes[0][-n:]
     pads = []  # F.pad order: last axis first
-    for size, kk, ss, pp, dd in reversed(list(zip(spatial, k, s, p, d))):
-        out = pool_output_size(size, kk, ss, pp, dd, m.ceil_mode)
-        need = (out - 1) * ss + dd * (kk - 1) + 1
+    for size, kk, ss, pp in reversed(list(zip(spatial, k, s, p))):
+        out = pool_output_size(size, kk, ss, pp, 1, m.ceil_mode)
+        need = (out - 1) * ss + kk
         pads += [pp, max(0, need - size - pp)]
     layer = _MAXPOOL[type(m)](pool_size=k, strides=s, padding="valid")
     if any(pads):
@@ -80,6 +98,198 @@ def max_pool(m, ctx):
         return [Pad(pads, mode="constant", value=float("-inf")), layer]
     return layer
 
+
+# ---------------------------------------------------------------------------- average pooling
+
+def _avgpool_cases(torch_type):
+    n = _NDIM[torch_type]
+
+    @st.composite
+    def case(draw):
+        k = tuple(draw(st.integers(1, 4 if n < 3 else 3)) for _ in range(n))
+        s = tuple(draw(st.integers(1, 3)) for _ in range(n))
+        p = tuple(draw(st.integers(0, kk // 2)) for kk in k)
+        # avg_pool3d refuses an input smaller than the kernel, even with padding
+        spatial = tuple(draw(st.integers(kk if n == 3 else max(1, kk - 2 * pp), kk + (5 if n == 3 else 9)))
+                        for kk, pp in zip(k, p))
+        args = dict(stride=_maybe_tuple(draw, s), padding=_maybe_tuple(draw, p), ceil_mode=draw(st.booleans()),
+                    count_include_pad=draw(st.booleans()))
+        if n > 1:
+            args["divisor_override"] = draw(st.sampled_from([None, None, 1, 3, -2, 7]))
+        m = torch_type(_maybe_tuple(draw, k), **args)
+        return make_case(draw, m, (draw(st.integers(1, 2)), draw(st.integers(1, 4)), *spatial))
+
+    return case()
+
+
+@register(*_AVGPOOL, cases=_avgpool_cases)
+def avg_pool(m, ctx):
+    n = _NDIM[type(m)]
+    k = _tuple(m.kernel_size, n)
+    s = _tuple(m.stride if m.stride is not None else m.kernel_size, n)
+    p = _tuple(m.padding, n)
+    override = getattr(m, "divisor_override", None)  # AvgPool1d has none
+    spatial = ctx.input_shapes[0][-n:]
+    window = int(np.prod(k))
+    inside = torch_divisors(spatial, k, s, p, m.ceil_mode, True)
+    divisor = torch_divisors(spatial, k, s, p, m.ceil_mode, m.count_include_pad, override)
+    if np.all(inside == window) and np.all(divisor == window):
+        # Every window lies in the zero-padded input and divides by its full size: Keras's rule.
+        layer = _AVGPOOL[type(m)](pool_size=k, strides=s, padding="valid")
+        if not any(p):
+            return layer
+        pad = _ZEROPAD[n](p[0] if n == 1 else tuple((pp, pp) for pp in p))
+        return [pad, layer]
+    return AveragePooling(k, strides=s, padding=p, ceil_mode=m.ceil_mode, count_include_pad=m.count_include_pad,
+                          divisor_override=override)
+
+
+# ---------------------------------------------------------------------------- LP pooling
+
+# torch's exact-power exponents (x*x, x*x*x, sqrt, 1/x, ...) and even powers keep a window's
+# sum the same to the last bit or free of cancellation on signed inputs; other exponents get
+# positive inputs (negative bases give NaN on both sides; see recreate.layers.lp_pool).
+_LP_SIGNED = (1.0, 2.0, 3.0, 4.0, -1.0, -2.0, float("inf"), float("-inf"))
+_LP_POSITIVE = (0.5, 1.5, 2.5, 5.0, -0.5, -1.5)
+
+
+def _lppool_cases(torch_type):
+    n = _NDIM[torch_type]
+
+    @st.composite
+    def case(draw):
+        p = draw(st.sampled_from(_LP_SIGNED + _LP_POSITIVE))
+        k = tuple(draw(st.integers(1, 4 if n < 3 else 3)) for _ in range(n))
+        s = tuple(draw(st.integers(1, 3)) for _ in range(n))
+        spatial = tuple(draw(st.integers(kk, kk + (5 if n == 3 else 9))) for kk in k)
+        kernel = k[0] if n == 1 else _maybe_tuple(draw, k)  # torch's lp_pool1d takes an int kernel only
+        stride = draw(st.sampled_from([None, s[0] if n == 1 else _maybe_tuple(draw, s)]))
+        m = torch_type(p, kernel, stride=stride, ceil_mode=draw(st.booleans()))
+        case = make_case(draw, m, (draw(st.integers(1, 2)), draw(st.integers(1, 4)), *spatial))
+        if p not in _LP_SIGNED:
+            case.inputs = tuple(np.abs(x) + np.float32(0.05) for x in case.inputs)
+        return case
+
+    return case()
+
+
+@register(*_LPPOOL, cases=_lppool_cases)
+def lp_pool(m, ctx):
+    n = _NDIM[type(m)]
+    k = _tuple(m.kernel_size, n)
+    s = k if m.stride is None else _tuple(m.stride, n)
+    return LPPooling(float(m.norm_type), k, strides=s, ceil_mode=m.ceil_mode)
+
+
+# ---------------------------------------------------------------------------- max unpooling
+
+def unpool_output_size(m, input_shape, output_size) -> tuple[int, ...]:
+    """torch's _unpool_output_size: the default size, or `output_size` (n or n + 2 entries)
+    checked to lie strictly within one stride of it."""
+    n = _NDIM[type(m)]
+    k, s, p = (_tuple(a, n) for a in (m.kernel_size, m.stride, m.padding))
+    default = [(size - 1) * ss + kk - 2 * pp for size, kk, ss, pp in zip(input_shape[-n:], k, s, p)]
+    if output_size is None:
+        return tuple(default)
+    out = [int(o) for o in output_size]
+    if len(out) == n + 2:
+        out = out[2:]
+    if len(out) != n or any(not (dd - ss < o < dd + ss) for o, dd, ss in zip(out, default, s)):
+        raise ConversionError(
+            f"{type(m).__name__}: output_size={list(output_size)} is invalid for input shape {tuple(input_shape)}: "
+            f"torch needs {n} (or {n + 2}) sizes, each strictly within one stride {s} of {default}")
+    return tuple(out)
+
+
+def _unpool_cases(torch_type):
+    n = _NDIM[torch_type]
+
+    @st.composite
+    def case(draw):
+        import torch
+
+        k = tuple(draw(st.integers(1, 3)) for _ in range(n))
+        s = tuple(draw(st.integers(1, 3)) for _ in range(n))
+        p = tuple(draw(st.integers(0, kk // 2)) for kk in k)
+        spatial = tuple(draw(st.integers(max(1, kk - 2 * pp), kk + (4 if n == 3 else 8))) for kk, pp in zip(k, p))
+        batch, channels = draw(st.integers(1, 2)), draw(st.integers(1, 3))
+        seed = draw(SEEDS)
+        rng = np.random.default_rng(seed)
+        x = torch.from_numpy(rng.standard_normal((batch, channels, *spatial)).astype(np.float32))
+        pool = getattr(nn, f"MaxPool{n}d")(k, stride=s, padding=p, return_indices=True)
+        with torch.no_grad():
+            pooled, indices = pool(x)
+        overlapping = any(ss < kk for kk, ss in zip(k, s))
+        # Overlapping windows can name one position twice; the pooled values agree there, so
+        # the result does not depend on the write order (a test in test_pool.py covers that).
+        values = pooled.numpy() if overlapping else rng.standard_normal(tuple(pooled.shape)).astype(np.float32)
+        m = torch_type(_maybe_tuple(draw, k), stride=_maybe_tuple(draw, s), padding=_maybe_tuple(draw, p)).eval()
+        form = draw(st.sampled_from(["none", "spatial", "full"]))
+        kwargs = {}
+        default = unpool_output_size(m, tuple(pooled.shape), None)
+        if form != "none" or default != spatial:
+            kwargs["output_size"] = list(spatial) if form != "full" else [batch, channels, *spatial]
+        return Case(m, (values, indices.numpy()), kwargs)
+
+    return case()
+
+
+@register(*_UNPOOL, cases=_unpool_cases)
+def max_unpool(m, ctx):
+    return MaxUnpooling(unpool_output_size(m, ctx.input_shapes[0], ctx.kwargs.get("output_size")))
+
+
+# ---------------------------------------------------------------------------- fractional max pooling
+
+def _fractional_cases(torch_type):
+    n = _NDIM[torch_type]
+
+    @st.composite
+    def case(draw):
+        import torch
+
+        k = tuple(draw(st.integers(1, 3)) for _ in range(n))
+        out = tuple(draw(st.integers(1, 4)) for _ in range(n))
+        # torch: out + k - 1 <= L (2-d); out + k - 1 < L (3-d)
+        spatial = tuple(draw(st.integers(o + kk - (1 if n == 2 else 0), o + kk + 5)) for o, kk in zip(out, k))
+        batch, channels = draw(st.integers(1, 2)), draw(st.integers(1, 3))
+        seed = draw(SEEDS)
+        rng = np.random.default_rng(seed)
+        samples = torch.from_numpy(rng.random((batch + draw(st.integers(0, 1)), channels, n)).astype(np.float32))
+        ratio = tuple((o + 0.5) / size for o, size in zip(out, spatial))
+        if draw(st.booleans()) and all(r < 1 for r in ratio):
+            size_args = dict(output_ratio=_maybe_tuple(draw, ratio))
+        else:
+            size_args = dict(output_size=_maybe_tuple(draw, out))
+        m = torch_type(_maybe_tuple(draw, k), return_indices=draw(st.booleans()), _random_samples=samples,
+                       **size_args).eval()
+        x = rng.standard_normal((batch, channels, *spatial)).astype(np.float32)
+        return Case(m, (x,))
+
+    return case()
+
+
+@register(*_FRACTIONAL, cases=_fractional_cases, rules={FractionalMaxPooling: FRACTIONAL_RULES})
+def fractional_max_pool(m, ctx):
+    name = type(m).__name__
+    n = _NDIM[type(m)]
+    samples = m._random_samples
+    if samples is None:
+        raise ConversionError(
+            f"{name} without _random_samples draws new random window positions on every forward call, in eval "
+            "mode too, so no fixed Keras function equals it. Fix the randomness to convert it: build the module "
+            f"with _random_samples=torch.rand(max_batch, channels, {n}) (the rows used for a batch are its first "
+            "rows), or replace it by a MaxPool/AdaptiveMaxPool before converting.")
+    batch, channels = ctx.input_shapes[0][0], ctx.input_shapes[0][1]
+    if tuple(samples.shape[1:]) != (channels, n) or samples.shape[0] < batch:
+        raise ConversionError(
+            f"{name}: _random_samples has shape {tuple(samples.shape)}; torch needs (>= batch {batch}, "
+            f"channels {channels}, {n}) for input shape {tuple(ctx.input_shapes[0])}")
+    return FractionalMaxPooling(_tuple(m.kernel_size, n), output_size=m.output_size, output_ratio=m.output_ratio,
+                                samples_batch=int(samples.shape[0]), return_indices=m.return_indices)
+
+
+# ---------------------------------------------------------------------------- adaptive pooling
 
 def _adaptive_cases(torch_type):
     n = _NDIM[torch_type]
@@ -92,7 +302,10 @@ def _adaptive_cases(torch_type):
         else:
             out = tuple(draw(st.one_of(st.none(), st.integers(1, 7))) for _ in range(n))
             size = out[0] if (draw(st.booleans()) and len(set(out)) == 1 and out[0]) else out
-        m = torch_type(size)
+        if _ADAPTIVE[torch_type] is None:
+            m = torch_type(size, return_indices=draw(st.booleans()))
+        else:
+            m = torch_type(size)
         return make_case(draw, m, (draw(st.integers(1, 2)), draw(st.integers(1, 3)), *spatial))
 
     return case()
@@ -101,13 +314,15 @@ def _adaptive_cases(torch_type):
 @register(*_ADAPTIVE, cases=_adaptive_cases)
 def adaptive_pool(m, ctx):
     n = _NDIM[type(m)]
-    if getattr(m, "return_indices", False):
-        raise ConversionError("AdaptiveMaxPool with return_indices=True is not supported yet")
     spatial = ctx.input_shapes[0][-n:]
-    size = _tuple(m.output_size, n)
+    size = _tuple(m.output_size, n) if not isinstance(m.output_size, (tuple, list)) else tuple(m.output_size)
     size = tuple(sp if o is None else int(o) for o, sp in zip(size, spatial))
+    keras_layer = _ADAPTIVE[type(m)]
+    if keras_layer is None:
+        return AdaptivePooling(size, mode="max", return_indices=bool(m.return_indices))
     # Keras's AdaptiveAveragePooling (3.15) pools with a window of ceil(L/n)+1, longer than
     # the input when the output is 1 (global pooling) or as large as the input: eager mode
     # survives it, tf.function / SavedModel fail ("Negative dimension size"). recreate's
     # layer uses torch's bins directly.
-    return AdaptivePooling(size, mode="max" if _ADAPTIVE[type(m)] is None else "avg")
+    del keras_layer
+    return AdaptivePooling(size, mode="avg")

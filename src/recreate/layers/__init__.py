@@ -2,7 +2,7 @@
 
 Keras only: importing this package never imports torch, so converted models load and serve
 in a TensorFlow-only image (`keras.saving.load_model(path, safe_mode=True)` after
-`import recreate`).
+`import recreate`). Every layer here is registered for serialization under "recreate>".
 """
 
 from .activations import (
@@ -18,6 +18,7 @@ from .activations import (
 )
 from .adaptive_pool import AdaptivePooling
 from .affine_grid import AffineGrid
+from .avg_pool import AveragePooling
 from .batch_stat_norm import BatchStatNormalization
 from .bilinear import Bilinear
 from .channel_shuffle import ChannelShuffle
@@ -27,8 +28,14 @@ from .embedding import MaxNormEmbedding
 from .embedding_bag import EmbeddingBag
 from .flatten import Flatten
 from .fold import Fold, Unfold
+from .fractional_max_pool import FractionalMaxPooling
 from .grid_sample import GridSample
 from .interpolate import Interpolate
+from .local_response_norm import LocalResponseNormalization
+from .lp_pool import LPPooling
+from .max_pool import MaxPooling
+from .max_unpool import MaxUnpooling
+from .op import Constant, Op
 from .pad import Pad
 from .pixel_shuffle import PixelShuffle, PixelUnshuffle
 from .recurrent import Recurrent, RecurrentCell
@@ -39,24 +46,32 @@ from .unflatten import Unflatten
 __all__ = [
     "AdaptivePooling",
     "AffineGrid",
+    "AveragePooling",
     "BatchStatNormalization",
     "Bilinear",
     "CELU",
     "ChannelShuffle",
+    "Constant",
     "ConvTranspose",
     "CosineSimilarity",
     "EmbeddingBag",
     "Flatten",
     "Fold",
+    "FractionalMaxPooling",
     "GELU",
     "GLU",
     "GridSample",
     "Hardshrink",
     "Hardtanh",
     "Interpolate",
+    "LPPooling",
     "LeakyReLU",
+    "LocalResponseNormalization",
     "LogSoftmax",
     "MaxNormEmbedding",
+    "MaxPooling",
+    "MaxUnpooling",
+    "Op",
     "Pad",
     "PairwiseDistance",
     "PixelShuffle",
