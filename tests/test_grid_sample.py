@@ -156,3 +156,32 @@ def test_tflite_builtin_ops(mode, padding_mode, tmp_path):
                         align_corners=True).numpy()
     assert parity_error(np.moveaxis(out, -1, 1), ref) <= 1e-4
     assert ins
+
+
+class SpatialTransformer(torch.nn.Module):
+    """Localisation net -> affine_grid -> grid_sample -> classifier (the classic STN)."""
+
+    def __init__(self):
+        super().__init__()
+        self.loc = torch.nn.Sequential(torch.nn.Conv2d(1, 4, 3, padding=1), torch.nn.ReLU(),
+                                       torch.nn.AdaptiveAvgPool2d(2), torch.nn.Flatten(), torch.nn.Linear(16, 6))
+        self.head = torch.nn.Sequential(torch.nn.Conv2d(1, 3, 3), torch.nn.Flatten(), torch.nn.Linear(3 * 10 * 10, 5))
+
+    def forward(self, x):
+        theta = self.loc(x).view(-1, 2, 3) * 0.3 + torch.tensor([[1.0, 0, 0], [0, 1.0, 0]])
+        grid = F.affine_grid(theta, x.size(), align_corners=False)
+        warped = F.grid_sample(x, grid, padding_mode="border", align_corners=False)
+        return self.head(warped), warped
+
+
+def test_convert_spatial_transformer_model():
+    import recreate
+    from recreate.testing import assert_informative, randomize_
+
+    m = randomize_(SpatialTransformer(), 7)
+    x = torch.randn(3, 1, 12, 12)
+    assert_informative(m, x, torch.randn(3, 1, 12, 12))
+    km = recreate.convert(m, x)
+    report = recreate.verify(m, km, [x, torch.randn(3, 1, 12, 12)], tolerance=1e-5)
+    assert report.passed, str(report)
+    assert any(type(lyr).__name__ == "GridSample" for lyr in km.layers)
