@@ -328,7 +328,7 @@ def convert_traced(model, xs: list, io_layout: str, kwargs: dict | None = None, 
     from torch.fx.passes.shape_prop import ShapeProp
 
     from . import ops as op_registry
-    from .ops import builtin, vision  # noqa: F401  (registers the built-in op converters)
+    from .ops import builtin, sampling, vision  # noqa: F401  (registers the built-in op converters)
 
     if kwargs:
         raise ConversionError("keyword inputs are not supported for traced models yet; pass tensors positionally")
