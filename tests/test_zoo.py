@@ -28,3 +28,13 @@ def test_resnet18_small_input(tmp_path):
 @pytest.mark.parametrize("variant", ["resnet34", "resnet50", "resnext50_32x4d", "resnet101"])
 def test_resnet_variants(variant):
     assert load("resnet").main(["--variant", variant, "--size", "96", "--batches", "2"]) == 0
+
+
+def test_script_runs_as_a_plain_process(tmp_path):
+    """Run as users run it (no conftest importing torch first): guards the import order."""
+    import subprocess
+
+    out = subprocess.run([sys.executable, str(ZOO / "resnet.py"), "--size", "32", "--batches", "2"],
+                         capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "PASS" in out.stdout

@@ -13,14 +13,14 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
-
-import keras
-import torch
-from keras import layers as L
 
 import recreate  # first: imports torch/torchvision before keras
+import recreate.report
 import recreate.testing
+import torch
+
+import keras
+from keras import layers as L
 
 # name: (block, blocks per stage, groups, width per group)
 VARIANTS = {
@@ -99,25 +99,14 @@ def build(variant: str = "resnet18", weights: str | None = None, size: int = 224
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--variant", default="resnet18", choices=sorted(VARIANTS))
-    ap.add_argument("--weights", help=".safetensors / .pt state dict with torchvision names")
     ap.add_argument("--size", type=int, default=224)
-    ap.add_argument("--batches", type=int, default=3)
-    ap.add_argument("--out", type=Path, help="directory for model.keras, parity.md and parity.png")
+    recreate.report.add_arguments(ap)
     args = ap.parse_args(argv)
     tm, km, transfer = build(args.variant, args.weights, args.size)
-    print(transfer.summary())
     g = torch.Generator().manual_seed(1234)
     batches = [torch.randn(2, 3, args.size, args.size, generator=g) for _ in range(max(2, args.batches))]
-    recreate.testing.assert_informative(tm, *batches[:2])
-    report = recreate.verify(tm, km, batches, tolerance=1e-4, layers=True)
-    print(report)
-    if args.out:
-        args.out.mkdir(parents=True, exist_ok=True)
-        km.save(args.out / f"{args.variant}.keras")
-        (args.out / "parity.md").write_text(transfer.to_markdown() + "\n" + report.to_markdown())
-        report.plot(args.out / "parity.png")
-        print(f"wrote {args.out / f'{args.variant}.keras'}, parity.md, parity.png")
-    return 0 if report.passed else 1
+    return recreate.report.prove_and_save(args.variant, tm, km, transfer, batches, out=args.out,
+                                          tolerance=args.tolerance, layers=True)
 
 
 if __name__ == "__main__":

@@ -106,7 +106,7 @@ class ParityReport:
         s = (f"{v}: error {self.error:.3g} = max|keras - torch| / max(1, max|torch|) (tolerance "
              f"{self.tolerance:g}) over {self.batches} batch(es); elementwise max rel {self.max_rel:.3g}")
         fd = self.first_divergent
-        if fd is not None:
+        if fd is not None and not self.passed:
             s += (
                 f"\nfirst diverging layer: '{fd.name}' ({fd.torch_type}) max abs {fd.max_abs:.3g}, "
                 f"max rel {fd.max_rel:.3g}: check its converter / weights / configuration"
