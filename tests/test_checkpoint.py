@@ -39,8 +39,11 @@ def test_safetensors(tmp_path, reference):
     p = tmp_path / "m.safetensors"
     save_file({k: v.contiguous() for k, v in reference[0].state_dict().items()}, str(p))
     _check(p, reference)
-    lazy = recreate.load_state_dict(p)["conv1.weight"]
+    lazy = recreate.load_state_dict(p, lazy=True)["conv1.weight"]
     assert lazy.shape == (8, 3, 3, 3) and lazy.dtype == "float32"
+    # The default gives real tensors a torch model accepts.
+    tm = torch_small()
+    tm.load_state_dict(recreate.load_state_dict(p))
 
 
 @pytest.mark.parametrize("suffix", [".pt", ".pth", ".bin"])

@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
+import recreate
+import torch
+from recreate.testing import calibrate_batchnorm_, randomize_
+from torch import nn
+
 import keras
 import numpy as np
 import pytest
-import torch
 from keras import layers as L
-from torch import nn
-
-import recreate
-from recreate.testing import calibrate_batchnorm_, randomize_
 
 
 class SmallNet(nn.Module):

@@ -38,3 +38,20 @@ def test_script_runs_as_a_plain_process(tmp_path):
                          capture_output=True, text=True, timeout=600)
     assert out.returncode == 0, out.stderr[-3000:]
     assert "PASS" in out.stdout
+
+
+def test_weights_from_a_safetensors_checkpoint(tmp_path):
+    import recreate.testing
+    import torch
+    import torchvision
+
+    from safetensors.torch import save_file
+
+    tm = recreate.testing.randomize_(torchvision.models.resnet18(), 5)
+    ckpt = tmp_path / "r18.safetensors"
+    save_file({k: v.contiguous() for k, v in tm.state_dict().items()}, str(ckpt))
+    resnet = load("resnet")
+    t2, km, _ = resnet.build("resnet18", str(ckpt), 32)
+    for k, v in tm.state_dict().items():
+        assert torch.equal(t2.state_dict()[k], v)
+    assert resnet.main(["--size", "32", "--batches", "2", "--weights", str(ckpt)]) == 0

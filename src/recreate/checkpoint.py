@@ -64,19 +64,28 @@ class LazyStateDict(Mapping):
         return len(self._key_to_file)
 
 
-def load_state_dict(path: str | os.PathLike) -> Mapping:
+def load_state_dict(path: str | os.PathLike, *, lazy: bool = False) -> Mapping:
     """Load a checkpoint's tensors safely, without running any pickled code.
 
-    `.safetensors` files are memory-mapped and read lazily; `.safetensors.index.json` (Hugging
-    Face shards) likewise; `.pt`/`.pth`/`.bin` go through torch.load(weights_only=True) and a
-    checkpoint that needs pickled code is refused. A {"state_dict": {...}} or {"model": {...}}
-    wrapper is unwrapped.
+    `.safetensors` files (and `.safetensors.index.json` Hugging Face shards) are memory-mapped;
+    `.pt`/`.pth`/`.bin` go through torch.load(weights_only=True) and a checkpoint that needs
+    pickled code is refused. A {"state_dict": {...}} or {"model": {...}} wrapper is unwrapped.
+    Returns name -> torch.Tensor, ready for `torch_model.load_state_dict(...)`; with
+    `lazy=True`, safetensors entries are `LazyTensor`s (shape and dtype known, data read on
+    `materialize()`), which is how `transfer_weights` reads a path one tensor at a time.
 
     Example::
 
         state = recreate.load_state_dict("resnet18.safetensors")
         recreate.transfer_weights(state, keras_model)
     """
+    out = _load(path)
+    if lazy or not isinstance(out, LazyStateDict):
+        return out
+    return {k: out[k].materialize() for k in out}
+
+
+def _load(path) -> Mapping:
     p = Path(path)
     if not p.exists():
         raise CheckpointError(f"{p}: no such file")
@@ -95,7 +104,7 @@ def load_state_dict(path: str | os.PathLike) -> Mapping:
             return LazyStateDict(files)
         out = {}
         for f in sorted(set(files.values())):
-            out.update(load_state_dict(f))
+            out.update(_load(f))
         return out
     if name.endswith(".safetensors"):
         from safetensors import safe_open

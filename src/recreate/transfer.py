@@ -209,7 +209,7 @@ def _torch_side(source) -> tuple[dict | None, dict]:
     if isinstance(source, (str, os.PathLike)):
         from .checkpoint import load_state_dict
 
-        return None, dict(load_state_dict(source))
+        return None, dict(load_state_dict(source, lazy=True))
     torch = require_torch("transfer_weights")
     if isinstance(source, torch.nn.Module):
         lazy = [n for n, p in source.named_parameters() if isinstance(p, torch.nn.parameter.UninitializedParameter)]
