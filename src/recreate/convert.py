@@ -49,6 +49,10 @@ def is_unbatched(module, shapes) -> bool:
     # which reads it as (N, C, L) (1-D nearest) or rejects it (bilinear): never unbatched.
     if isinstance(module, (torch.nn.modules.batchnorm._BatchNorm, torch.nn.Upsample)):
         return False
+    # torchvision's FrozenBatchNorm2d broadcasts a (C, H, W) input against (1, C, 1, 1)
+    # statistics and returns (1, C, H, W): it has no unbatched form.
+    if type(module).__name__ == "FrozenBatchNorm2d":
+        return False
     return len(shapes[0]) == n + 1
 
 

@@ -23,6 +23,7 @@ from .batch_stat_norm import BatchStatNormalization
 from .bilinear import Bilinear
 from .channel_shuffle import ChannelShuffle
 from .conv_transpose import ConvTranspose
+from .deform_conv import DeformConv2D
 from .distance import CosineSimilarity, PairwiseDistance
 from .embedding import MaxNormEmbedding
 from .embedding_bag import EmbeddingBag
@@ -35,10 +36,13 @@ from .local_response_norm import LocalResponseNormalization
 from .lp_pool import LPPooling
 from .max_pool import MaxPooling
 from .max_unpool import MaxUnpooling
+from .nms import NonMaxSuppression
 from .op import Constant, Op
 from .pad import Pad
 from .pixel_shuffle import PixelShuffle, PixelUnshuffle
 from .recurrent import Recurrent, RecurrentCell
+from .roi_align import RoIAlign
+from .roi_pool import RoIPool
 from .softmax import LogSoftmax, Softmin
 from .subsample import Subsample
 from .unflatten import Unflatten
@@ -54,6 +58,7 @@ __all__ = [
     "Constant",
     "ConvTranspose",
     "CosineSimilarity",
+    "DeformConv2D",
     "EmbeddingBag",
     "Flatten",
     "Fold",
@@ -71,6 +76,7 @@ __all__ = [
     "MaxNormEmbedding",
     "MaxPooling",
     "MaxUnpooling",
+    "NonMaxSuppression",
     "Op",
     "Pad",
     "PairwiseDistance",
@@ -78,6 +84,8 @@ __all__ = [
     "PixelUnshuffle",
     "Recurrent",
     "RecurrentCell",
+    "RoIAlign",
+    "RoIPool",
     "Softmin",
     "Softplus",
     "Softshrink",
