@@ -3,15 +3,15 @@ models that exercise the op converters, layout bookkeeping, untraceable code."""
 
 from __future__ import annotations
 
+import recreate
+import torch
+from recreate.testing import assert_informative, calibrate_batchnorm_, randomize_
+from recreate.trace import UnsupportedOpError, UntraceableError
+from torch import nn
+
 import keras
 import numpy as np
 import pytest
-import torch
-from torch import nn
-
-import recreate
-from recreate.testing import assert_informative, calibrate_batchnorm_, randomize_
-from recreate.trace import UnsupportedOpError, UntraceableError
 
 torchvision = pytest.importorskip("torchvision")
 
@@ -54,6 +54,72 @@ def test_torchvision_more(name, size):
     km, report = _check(m, x)
     if name == "resnet50":
         assert _transposes(km) == ["transpose"]
+
+
+def test_small_swin_window_attention():
+    """torchvision's Swin: fx.wrap'd functions traced through, shape-dependent control flow
+    (traced with concrete shapes), torch.roll, padding, window views, shifted-window masks and
+    the relative position bias (constant-folded)."""
+    from torchvision.models.swin_transformer import SwinTransformer
+
+    m = SwinTransformer(patch_size=[4, 4], embed_dim=16, depths=[2, 2], num_heads=[2, 4], window_size=[3, 3],
+                        num_classes=7)
+    randomize_(m, 0)
+    x = torch.randn(2, 3, 20, 20, generator=torch.Generator().manual_seed(2))
+    km, _ = _check(m, x)
+    assert any(type(lyr).__name__ == "Op" and lyr.fn == "roll" for lyr in km.layers)  # shifted windows ran
+
+
+def _seeded(*shape, seed=2):
+    return torch.randn(*shape, generator=torch.Generator().manual_seed(seed))
+
+
+@pytest.mark.slow
+def test_swin_t():
+    m, x = _vision("swin_t", 64)
+    _check(m, x)
+
+
+@pytest.mark.slow
+def test_segmentation_dict_output():
+    from torchvision.models.segmentation import lraspp_mobilenet_v3_large
+
+    m = lraspp_mobilenet_v3_large(weights=None, weights_backbone=None, num_classes=5)
+    randomize_(m, 0)
+    calibrate_batchnorm_(m, _seeded(4, 3, 64, 64, seed=1))
+    x = _seeded(2, 3, 64, 64)
+    km, _ = _check(m, x)
+    assert tuple(km.outputs[0].shape) == (None, 64, 64, 5) or tuple(km.outputs[0].shape) == (None, 5, 64, 64)
+
+
+@pytest.mark.slow
+def test_video_r3d_18():
+    from torchvision.models.video import r3d_18
+
+    m = randomize_(r3d_18(num_classes=10), 0)
+    calibrate_batchnorm_(m, _seeded(4, 3, 4, 32, 32, seed=1))
+    x = _seeded(2, 3, 4, 32, 32)
+    km, _ = _check(m, x)
+    assert _transposes(km) == ["transpose"], _transposes(km)
+
+
+@pytest.mark.slow
+def test_googlenet_randomized():
+    # Default init gives the same output for any input: randomize and check informativeness.
+    m = torchvision.models.googlenet(aux_logits=False, init_weights=True)
+    randomize_(m, 0)
+    calibrate_batchnorm_(m, _seeded(4, 3, 64, 64, seed=1))
+    _check(m, _seeded(2, 3, 64, 64))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name,size", [("resnet18", 64), ("efficientnet_b0", 64), ("vit_tiny_patch16_224", 224)])
+def test_timm(name, size):
+    timm = pytest.importorskip("timm")
+    m = timm.create_model(name, pretrained=False)
+    randomize_(m, 0)
+    calibrate_batchnorm_(m, _seeded(4, 3, size, size, seed=1))
+    _check(m, _seeded(2, 3, size, size))
 
 
 class Mixer(nn.Module):
@@ -161,3 +227,30 @@ def test_unsupported_op_error():
 
     with pytest.raises(UnsupportedOpError, match="fft"):
         recreate.convert(Weird().eval(), torch.randn(2, 4))
+
+
+class _BertEncoder(nn.Module):
+    def __init__(self, bert):
+        super().__init__()
+        self.bert = bert
+
+    def forward(self, ids):
+        out = self.bert(input_ids=ids)
+        return out.last_hidden_state, out.pooler_output
+
+
+def test_hugging_face_bert_tiny():
+    """A Hugging Face encoder (config built in code, no download): traced with concrete shapes
+    (its Python checks on shapes and flags), batch-size-dependent arguments found by tracing a
+    second batch size, F.scaled_dot_product_attention. Verified on a different batch size."""
+    transformers = pytest.importorskip("transformers")
+    cfg = transformers.BertConfig(vocab_size=100, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+                                  intermediate_size=37, max_position_embeddings=64, attn_implementation="sdpa")
+    m = randomize_(_BertEncoder(transformers.BertModel(cfg)), 0)
+    g = torch.Generator().manual_seed(0)
+    ids = torch.randint(0, 100, (2, 9), generator=g)
+    km = recreate.convert(m, ids)
+    other = torch.randint(0, 100, (3, 9), generator=g)
+    assert_informative(m, ids, other[:2])
+    report = recreate.verify(m, km, [ids, other], tolerance=1e-4)
+    assert report.passed, str(report)

@@ -19,6 +19,7 @@ os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")
 
 _TENSORFLOW_LOADED_FIRST = "tensorflow" in sys.modules and "torchvision" not in sys.modules
+_TENSORFLOW_BEFORE_TORCH = "tensorflow" in sys.modules and "torch" not in sys.modules
 
 try:
     import torch  # noqa: F401
@@ -48,6 +49,12 @@ def require_torch(what: str):
             "without torch; install torch (pip install 'recreate[torch]') to convert."
         )
     return torch
+
+
+def tensorflow_loaded_before_torch() -> bool:
+    """True when tensorflow was imported before torch (torch's lazily imported parts, such as
+    triton, may then crash): recreate avoids the paths that import them."""
+    return _TENSORFLOW_BEFORE_TORCH
 
 
 def tensorflow_loaded_before_torchvision() -> bool:

@@ -17,6 +17,7 @@ line: register a converter for that module (or recreate it by hand) and it becom
 from __future__ import annotations
 
 import operator
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -277,38 +278,211 @@ def _source_line(node) -> str:
     st = node.meta.get("stack_trace")
     if st:
         lines = [ln.strip() for ln in st.strip().splitlines() if ln.strip().startswith("File")]
-        lines = [ln for ln in lines if "/torch/fx/" not in ln and "/torch/nn/modules/module.py" not in ln]
+        lines = [ln for ln in lines if "/torch/fx/" not in ln and "/torch/nn/modules/module.py" not in ln
+                 and "/recreate/trace.py" not in ln and "/torch/overrides.py" not in ln]
         if lines:
             return lines[-1]
     return ""
 
 
-def trace(model):
-    """torch.fx GraphModule of `model` with registered module types as leaves."""
-    torch = require_torch("convert")
+def trace(model, example_inputs=None):
+    """torch.fx GraphModule of `model` with registered module types as leaves.
+
+    Plain symbolic tracing first; when that fails (Python control flow on shapes, such as
+    torchvision's Swin padding `if window_size[0] >= pad_H`), trace again with the example
+    inputs flowing along, so shapes are concrete Python ints. Control flow on tensor VALUES
+    still fails and raises UntraceableError naming the source line."""
+    require_torch("convert")
     import torch.fx as fx
+
+    from . import _backend
+    from .ops.vision import AUTOWRAP
 
     class LeafTracer(fx.Tracer):
         def __init__(self):
-            super().__init__()
-            self.record_stack_traces = True
+            # torchvision's nms/batched_nms/deform_conv2d/roi_align/roi_pool branch on tensor
+            # properties: record them as leaf calls for their op converters.
+            super().__init__(autowrap_functions=AUTOWRAP)
+            # Stack traces name the user's source line in errors, but recording them imports
+            # torch._inductor (and triton), which segfaults when tensorflow was imported before
+            # torch: then errors go without source lines.
+            self.record_stack_traces = not _backend.tensorflow_loaded_before_torch()
 
         def is_leaf_module(self, m, qualname):
             return find_entry(type(m)) is not None
 
-    tracer = LeafTracer()
+    error = None
+    for tracer_cls in (LeafTracer, _concrete_tracer(LeafTracer) if example_inputs is not None else None):
+        if tracer_cls is None:
+            break
+        tracer = tracer_cls()
+        try:
+            with _unwrapped_functions(), warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                concrete = _default_args(model, example_inputs)
+                if tracer_cls is LeafTracer:
+                    graph = tracer.trace(model, concrete_args=concrete)
+                else:
+                    graph = tracer.trace(model, _example_args(model, example_inputs), concrete_args=concrete)
+                    gm = fx.GraphModule(tracer.root, graph)
+                    gm._recreate_batch_nodes = _batch_args_by_retracing(
+                        tracer_cls, model, example_inputs, concrete, graph)
+                    return gm
+            return fx.GraphModule(tracer.root, graph)
+        except Exception as e:  # noqa: BLE001 - fx raises many types
+            error = e
+    where = _innermost_module_frame(error, model)
+    raise UntraceableError(
+        f"torch.fx could not trace {type(model).__name__}{where}: {type(error).__name__}: "
+        f"{str(error).splitlines()[0][:300] if str(error) else ''}. "
+        "Data-dependent Python control flow cannot be traced: register a converter for the "
+        "module that contains it (@recreate.register(ThatModule)) and the tracer keeps it whole, "
+        "or recreate it by hand."
+    ) from error
+
+
+def _batch_args_by_retracing(tracer_cls, model, xs, concrete, graph) -> set:
+    """Concrete tracing bakes the example's batch size into Python arguments
+    (torch.zeros(batch, n), x.view(batch, ...)). Trace again with one more sample: the nodes
+    whose literal arguments change depend on the batch size."""
+    import torch
+
     try:
-        graph = tracer.trace(model)
-    except Exception as e:  # noqa: BLE001 - fx raises many types
-        where = _innermost_module_frame(e, model)
-        raise UntraceableError(
-            f"torch.fx could not trace {type(model).__name__}{where}: {type(e).__name__}: {str(e).splitlines()[0][:300]}. "
-            "Data-dependent Python control flow cannot be traced: register a converter for the "
-            "module that contains it (@recreate.register(ThatModule)) and the tracer keeps it whole, "
-            "or recreate it by hand."
-        ) from e
-    del torch
-    return fx.GraphModule(tracer.root, graph)
+        bigger = [torch.cat([x, x[:1]]) if getattr(x, "ndim", 0) else x for x in xs]
+        with _unwrapped_functions(), warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            other = tracer_cls().trace(model, _example_args(model, bigger), concrete_args=concrete)
+    except Exception:  # noqa: BLE001 - best effort
+        return set()
+    a, b = list(graph.nodes), list(other.nodes)
+    if len(a) != len(b):
+        return set()
+    out = set()
+    for n, m in zip(a, b):
+        la = [x for x in _leaves((n.args, n.kwargs)) if not isinstance(x, torch.fx.Node)]
+        lb = [x for x in _leaves((m.args, m.kwargs)) if not isinstance(x, torch.fx.Node)]
+        if n.op == "get_attr" and m.op == "get_attr":
+            # a tensor made during tracing from concrete shapes (torch.zeros(input_shape))
+            va, vb = _get_attr(model, n.target), _get_attr(model, m.target)
+            if getattr(va, "shape", None) != getattr(vb, "shape", None):
+                out.add(n.name)
+            continue
+        if n.target != m.target or len(la) != len(lb):
+            return set()
+        if any(type(x) is not type(y) or (isinstance(x, (int, float)) and x != y) for x, y in zip(la, lb)):
+            out.add(n.name)
+    return out
+
+
+def _default_args(model, xs) -> dict | None:
+    """Parameters of forward() after the example inputs, fixed to their defaults (Hugging
+    Face and timm models check their flags in Python)."""
+    import inspect
+
+    if xs is None:
+        return None
+    params = [p for p in inspect.signature(model.forward).parameters.values()
+              if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
+    rest = params[len(xs):]
+    if not rest or any(p.default is inspect.Parameter.empty for p in rest):
+        return None
+    return {p.name: p.default for p in rest}
+
+
+def _example_args(model, xs) -> dict:
+    import inspect
+
+    params = [p for p in inspect.signature(model.forward).parameters.values()
+              if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+    return {p.name: x for p, x in zip(params, xs)}
+
+
+def _concrete_tracer(base):
+    """A tracer whose proxies carry the real example tensors (torch.fx's MetaTracer with real
+    values instead of meta ones): .shape, .size() and .dim() are concrete."""
+    import torch
+    from torch.fx.experimental.meta_tracer import MetaProxy, MetaTracer
+
+    class ConcreteProxy(MetaProxy):
+        def size(self, dim=None):
+            meta = getattr(self, "_tensor_meta", None)
+            if meta is not None:
+                return meta.size() if dim is None else meta.size(dim)  # MetaProxy drops dim=0
+            return super().size(dim)
+
+        @property
+        def device(self):
+            return torch.device("cpu")  # MetaProxy reports "meta", which would leak into factories
+
+        @property
+        def ndim(self):
+            meta = getattr(self, "_tensor_meta", None)
+            return meta.dim() if meta is not None else super().__getattr__("ndim")
+
+        def __len__(self):
+            meta = getattr(self, "_tensor_meta", None)
+            if meta is not None:
+                return len(meta)
+            return super().__len__()
+
+        def __setitem__(self, key, value):
+            self.tracer.create_proxy("call_function", operator.setitem, (self, key, value), {})
+
+    class ConcreteTracer(MetaTracer, base):
+        _TORCH_METHODS_TO_PATCH: list = []
+
+        def proxy(self, node):
+            return ConcreteProxy(node, self)
+
+        def trace(self, root, meta_args, concrete_args=None):
+            # MetaTracer's shortcuts (Embedding, LayerNorm, relu, ...) make meta-device results.
+            import torch.fx.experimental.meta_tracer as mt
+
+            saved = dict(mt.manual_meta_overrides)
+            mt.manual_meta_overrides.clear()
+            try:
+                return super().trace(root, meta_args, concrete_args)
+            finally:
+                mt.manual_meta_overrides.update(saved)
+
+        def create_proxy(self, kind, target, args, kwargs, *rest, **kw):
+            rv = super().create_proxy(kind, target, args, kwargs, *rest, **kw)
+            if kind == "get_attr":
+                self._disable_module_getattr = True
+                try:
+                    obj = self.root
+                    for atom in target.split("."):
+                        obj = getattr(obj, atom)
+                finally:
+                    self._disable_module_getattr = False
+                rv.install_tensor_meta(obj.detach())
+            return rv
+
+    return ConcreteTracer
+
+
+class _unwrapped_functions:
+    """Trace through functions marked with torch.fx.wrap (torchvision's
+    shifted_window_attention, _patch_merging_pad, ...) unless an op converter handles them
+    whole: their insides are ordinary ops, and shape arithmetic in them is evaluated with the
+    example's concrete shapes."""
+
+    def __enter__(self):
+        import torch.fx._symbolic_trace as st
+
+        from . import ops as op_registry
+
+        self.table = st._wrapped_fns_to_patch
+        self.removed = {}
+        for key, frame in list(self.table.items()):
+            fn = frame.get(key[1])
+            if fn is not None and op_registry.find_op(fn) is None:
+                self.removed[key] = self.table.pop(key)
+        return self
+
+    def __exit__(self, *exc):
+        self.table.update(self.removed)
+        return False
 
 
 def _innermost_module_frame(exc, model) -> str:
@@ -332,13 +506,17 @@ def convert_traced(model, xs: list, io_layout: str, kwargs: dict | None = None, 
 
     if kwargs:
         raise ConversionError("keyword inputs are not supported for traced models yet; pass tensors positionally")
-    gm = trace(model)
+    gm = trace(model, xs)
     with torch.no_grad():
         ShapeProp(gm).propagate(*xs)
     conv = _Converter(model, io_layout)
     env: dict = {}
     inputs = []
     placeholders = [n for n in gm.graph.nodes if n.op == "placeholder"]
+    # Trailing parameters with defaults (timm's forward(x, attn_mask=None)) keep their default.
+    while len(placeholders) > len(xs) and placeholders[-1].args:
+        env[placeholders[-1]] = placeholders[-1].args[0]
+        placeholders.pop()
     for node, x in zip(placeholders, xs):
         shape = tuple(x.shape)
         rank = len(shape)
@@ -356,6 +534,9 @@ def convert_traced(model, xs: list, io_layout: str, kwargs: dict | None = None, 
         return torch.fx.node.map_arg(a, lambda n: env[n])
 
     outputs = None
+    batch_nodes: set = set()  # nodes whose Python value depends on the example's batch size
+    baked = getattr(gm, "_recreate_batch_nodes", set())
+    batch_nodes.update(n for n in gm.graph.nodes if n.name in baked)
     for node in gm.graph.nodes:
         if node.op == "placeholder":
             continue
@@ -363,7 +544,11 @@ def convert_traced(model, xs: list, io_layout: str, kwargs: dict | None = None, 
             val = _get_attr(gm, node.target)
             if isinstance(val, torch.Tensor):
                 conv.constant_keys.append(node.target)
-                env[node] = conv.constant(val.detach().cpu().numpy(), node.target)
+                if node.name in baked:
+                    batch_nodes.add(node)
+                    env[node] = _python_tensor(conv, node, val.detach(), True, xs)
+                else:
+                    env[node] = conv.constant(val.detach().cpu().numpy(), node.target)
             else:
                 env[node] = val
         elif node.op == "call_module":
@@ -374,9 +559,19 @@ def convert_traced(model, xs: list, io_layout: str, kwargs: dict | None = None, 
             env[node] = conv.apply_module(mod, tensors, dict(kw), conv.module_name(node.target), node=node)
         elif node.op in ("call_function", "call_method"):
             args, kw = load(node.args), load(node.kwargs)
-            if not any(isinstance(a, Value) for a in _leaves((args, kw))):
-                # Pure Python (shape arithmetic): evaluate it.
-                env[node] = _eval_python(node, args, kw)
+            vals = [a for a in _leaves((args, kw)) if isinstance(a, Value)]
+            if _batch_dependent(node, args, kw, batch_nodes, env):
+                batch_nodes.add(node)
+            if not vals:
+                # Pure Python (shape arithmetic) or a tensor made from Python values: evaluate it.
+                res = _eval_python(node, args, kw)
+                if isinstance(res, torch.Tensor):
+                    res = _python_tensor(conv, node, res, node in batch_nodes, xs)
+                env[node] = res
+                continue
+            if node not in batch_nodes and _foldable(node, vals):
+                # Only constants feed it (masks, index tables, relative position bias): compute it now.
+                env[node] = _fold(conv, node, args, kw)
                 continue
             fn = op_registry.find_op(node.target)
             if fn is None:
@@ -412,6 +607,108 @@ def convert_traced(model, xs: list, io_layout: str, kwargs: dict | None = None, 
             "holds them was converted without them: check its converter"
         )
     return km
+
+
+_CREATION_METHODS = ("new_zeros", "new_ones", "new_full", "new_empty", "new_tensor")
+
+
+def _batch_dependent(node, args, kwargs, batch_nodes, env) -> bool:
+    """Whether the node's (Python) value depends on the batch size of the example: axis 0 of
+    a non-constant tensor's shape, and everything computed from it."""
+    target = node.target
+    x = args[0] if args else None
+    if isinstance(x, Value):
+        if x.data is not None:
+            return False
+        if node.op == "call_function" and target is getattr:
+            return args[1] == "shape"
+        if node.op == "call_method" and target == "size":
+            d = args[1] if len(args) > 1 else kwargs.get("dim")
+            return d is None or d % max(x.rank, 1) == 0
+    if target is operator.getitem and node.args and node.args[0] in batch_nodes \
+            and isinstance(x, tuple) and not isinstance(x, Value):
+        idx = args[1]
+        if isinstance(idx, int):
+            return idx % max(len(x), 1) == 0
+        if isinstance(idx, slice):
+            return 0 in range(len(x))[idx]
+        return True
+    if node in batch_nodes:
+        return True
+    # Taint flows through Python values only: a tensor computed with a batch-size argument
+    # (x.view(batch, ...)) is an ordinary dynamic tensor.
+    return any(n in batch_nodes and not isinstance(env.get(n), Value) for n in node.all_input_nodes)
+
+
+def _python_tensor(conv, node, res, batch_dependent: bool, xs):
+    """A tensor made from Python values (torch.zeros(shape), torch.arange(n)). One that
+    depends on the batch size and is the same for every sample becomes a constant broadcast
+    to the model's batch."""
+
+    data = res.detach().cpu().numpy()
+    if not batch_dependent:
+        return conv.constant(data, node.name)
+    batch = xs[0].shape[0] if xs and getattr(xs[0], "ndim", 0) else None
+    if res.ndim and res.shape[0] == batch and bool((res == res[:1]).all()):
+        from .layers.op import Op
+
+        one = conv.constant(data[:1], node.name)
+        layer = Op("broadcast_batch", args=[tensor(0), tensor(1), list(data.shape)], name=conv.fresh(node.name))
+        return Value(layer(one.t, conv.batch_ref), identity(res.ndim), tuple(res.shape), res.dtype)
+    raise ConversionError(f"{node.format_node()} ({_source_line(node)}) makes a tensor whose values depend on the "
+                          "batch size; this is not supported")
+
+
+def _foldable(node, vals) -> bool:
+    meta = node.meta.get("tensor_meta")
+    if node.target in ("expand", "expand_as") and vals and vals[0].rank and meta is not None \
+            and hasattr(meta, "shape") and len(meta.shape) == vals[0].rank \
+            and vals[0].shape[0] == 1 and meta.shape[0] != 1:
+        # Broadcasting a constant along axis 0 (token type ids to the batch): keep it dynamic.
+        return False
+    if node.op == "call_method" and node.target in _CREATION_METHODS:
+        return all(v.data is not None for v in vals[1:])
+    return all(v.data is not None for v in vals)
+
+
+def _fold(conv, node, args, kwargs):
+    """Evaluate a node whose tensor inputs are all constants, with torch, into constants."""
+    import torch
+
+    copies = {}
+
+    def to_torch(a):
+        if isinstance(a, Value):
+            if a.data is None:  # self of new_zeros & co: only its dtype matters
+                return torch.empty((0,), dtype=a.dtype)
+            if id(a) not in copies:
+                copies[id(a)] = torch.tensor(np.asarray(a.data))
+            return copies[id(a)]
+        if isinstance(a, (list, tuple)) and not isinstance(a, torch.Size):
+            return type(a)(to_torch(e) for e in a)
+        if isinstance(a, dict):
+            return {k: to_torch(e) for k, e in a.items()}
+        return a
+
+    targs, tkw = to_torch(args), to_torch(kwargs)
+    with torch.no_grad():
+        res = _eval_python(node, targs, tkw)
+    if node.target is operator.setitem or (node.op == "call_method" and str(node.target).endswith("_")
+                                           and not str(node.target).startswith("__")):
+        # In-place on a constant: the constant itself changes for every later use.
+        target = args[0]
+        new = conv.constant(copies[id(target)].numpy(), node.name)
+        target.t, target.data, target.perm = new.t, new.data, new.perm
+        return target if res is not None else None
+
+    def back(r):
+        if isinstance(r, torch.Tensor):
+            return conv.constant(r.detach().cpu().numpy(), node.name)
+        if isinstance(r, (list, tuple)) and not isinstance(r, torch.Size):
+            return type(r)(back(e) for e in r)
+        return r
+
+    return back(res)
 
 
 def _get_attr(gm, target: str):

@@ -16,14 +16,23 @@ from collections.abc import Callable
 from ..errors import RegistryError
 
 _OPS: dict[object, Callable] = {}
+_CASES: dict[Callable, Callable] = {}
 
 
-def register_op(*targets):
+def register_op(*targets, cases: Callable | None = None):
+    """Register a converter for `targets`. `cases`: a function () -> Hypothesis strategy of
+    recreate.testing.Case whose module calls the op (see recreate.ops.cases); every op that
+    declares cases is run by tests/test_ops_parity.py."""
+
     def deco(fn):
         for t in targets:
             if t in _OPS:
                 raise RegistryError(f"op {t!r} already has a converter ({_OPS[t].__qualname__})")
             _OPS[t] = fn
+        if cases is not None:
+            if fn in _CASES:
+                raise RegistryError(f"op converter {fn.__qualname__} already has cases")
+            _CASES[fn] = cases
         return fn
 
     return deco
@@ -35,3 +44,17 @@ def find_op(target) -> Callable | None:
 
 def registered_ops() -> list:
     return list(_OPS)
+
+
+def op_cases() -> dict[str, Callable]:
+    """{name of the targets: cases} for every op converter that declares cases."""
+    out = {}
+    for fn, cases in _CASES.items():
+        targets = [t for t, f in _OPS.items() if f is fn]
+        name = "/".join(t if isinstance(t, str) else getattr(t, "__name__", repr(t)) for t in targets[:4])
+        out[name] = cases
+    return out
+
+
+def ops_without_cases() -> list:
+    return sorted({f.__qualname__ for f in _OPS.values() if f not in _CASES})

@@ -7,13 +7,15 @@ import builtins
 import math
 import operator
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+import numpy as np
+
 from ..errors import ConversionError
 from ..trace import Value, compose_permute, identity, tensor
+from . import cases as C
 from . import register_op
 
 
@@ -75,6 +77,27 @@ def _scaled(cx, v, alpha):
     return cx.op("multiply", [tensor(0), float(alpha)], [v], v.perm, shape=v.shape, dtype=v.dtype)
 
 
+_BINARY_CASES = {
+    "add": C.binary("torch.add", alpha=True),
+    "subtract": C.binary("operator.sub"),
+    "multiply": C.binary("operator.mul"),
+    "divide": C.binary("operator.truediv", positive_rhs=True),
+    "torch_floor_divide": C.binary("operator.floordiv", positive_rhs=True),
+    "torch_remainder": C.binary("torch.remainder", positive_rhs=True),
+    "power": C.binary("torch.pow", positive_lhs=True),
+    "maximum": C.binary("torch.maximum", scalar=False),
+    "minimum": C.binary("torch.minimum", scalar=False),
+    "equal": C.binary("operator.eq", scalar=False),
+    "not_equal": C.binary("operator.ne", scalar=False),
+    "less": C.binary("operator.lt"),
+    "less_equal": C.binary("operator.le"),
+    "greater": C.binary("operator.gt"),
+    "greater_equal": C.binary("operator.ge"),
+    "logical_and": C.binary("(lambda a, b: torch.logical_and(a > 0, b > 0))", scalar=False),
+    "logical_or": C.binary("(lambda a, b: torch.logical_or(a > 0, b > 0))", scalar=False),
+    "where": C.binary("(lambda a, b: torch.where(a > b, a, b * 2))", scalar=False),
+}
+
 for _fn, _targets in {
     "add": (operator.add, operator.iadd, torch.add, "add", "add_", "__add__", "__radd__"),
     "subtract": (operator.sub, operator.isub, torch.sub, torch.subtract, "sub", "sub_", "subtract"),
@@ -95,10 +118,10 @@ for _fn, _targets in {
     "logical_or": (operator.or_, torch.logical_or, "logical_or"),
     "where": (torch.where, "where"),
 }.items():
-    register_op(*_targets)(_elementwise(_fn))
+    register_op(*_targets, cases=_BINARY_CASES[_fn])(_elementwise(_fn))
 
 
-@register_op(operator.neg, torch.neg, "neg", "__neg__")
+@register_op(operator.neg, torch.neg, "neg", "__neg__", cases=C.unary("operator.neg"))
 def neg(cx, x):
     return cx.op("negative", [tensor(0)], [x], x.perm)
 
@@ -110,6 +133,10 @@ def _unary(keras_fn, **fixed):
 
     return conv
 
+
+_UNARY_CASES = {"silu": "F.silu", "hard_silu": "F.hardswish", "relu6": "F.relu6",
+                "logical_not": "(lambda a: torch.logical_not(a > 0))", "erf": "torch.erf"}
+_POSITIVE = {"log", "sqrt", "rsqrt", "reciprocal"}
 
 for _fn, _targets in {
     "relu": (torch.relu, F.relu, "relu", "relu_", torch.relu_),
@@ -132,10 +159,10 @@ for _fn, _targets in {
     "square": (torch.square, "square"),
     "reciprocal": (torch.reciprocal, "reciprocal"),
 }.items():
-    register_op(*_targets)(_unary(_fn))
+    register_op(*_targets, cases=C.unary(_UNARY_CASES.get(_fn, f"torch.{_fn}"), positive=_fn in _POSITIVE))(_unary(_fn))
 
 
-@register_op(F.hardsigmoid)
+@register_op(F.hardsigmoid, cases=C.unary("F.hardsigmoid", scale=4.0))
 def hardsigmoid(cx, x, inplace=False):
     # torch: relu6(x + 3) / 6
     y = cx.op("add", [tensor(0), 3.0], [x], x.perm)
@@ -143,12 +170,12 @@ def hardsigmoid(cx, x, inplace=False):
     return cx.op("divide", [tensor(0), 6.0], [y], x.perm)
 
 
-@register_op(F.gelu)
+@register_op(F.gelu, cases=C.unary("(lambda a: F.gelu(a, approximate='tanh') + F.gelu(a))"))
 def gelu(cx, x, approximate="none"):
     return cx.op("gelu", [tensor(0)], [x], x.perm, kwargs={"approximate": approximate == "tanh"})
 
 
-@register_op(F.leaky_relu)
+@register_op(F.leaky_relu, cases=C.unary("(lambda a: F.leaky_relu(a, 0.2))"))
 def leaky_relu(cx, x, negative_slope=0.01, inplace=False):
     return cx.op("leaky_relu", [tensor(0)], [x], x.perm, kwargs={"negative_slope": float(negative_slope)})
 
@@ -167,7 +194,9 @@ def cast(cx, x, *args, **kwargs):
     return cx.op("cast", [tensor(0), dtype], [x], x.perm, dtype=cx.out_dtype)
 
 
-@register_op(F.softmax, torch.softmax, "softmax", F.log_softmax, torch.log_softmax, "log_softmax")
+@register_op(F.softmax, torch.softmax, "softmax", F.log_softmax, torch.log_softmax, "log_softmax",
+             cases=C.with_dim("(lambda a, dim: F.softmax(a, dim) + torch.log_softmax(a, dim=dim))", keepdim=False,
+                              multi=False, none=False))
 def softmax(cx, x, dim=None, *args, **kwargs):
     if dim is None:
         raise ConversionError("softmax without dim is ambiguous; pass dim")
@@ -218,7 +247,7 @@ def _reshape_to(cx, x, shape):
     return cx.op("reshape", [tensor(0), target], [x], identity(len(shape)), shape=shape)
 
 
-@register_op("view", "reshape", torch.reshape, "view_as", "reshape_as")
+@register_op("view", "reshape", torch.reshape, "view_as", "reshape_as", cases=C.custom(C.view_build))
 def view(cx, x, *shape, **kwargs):
     return _reshape_to(cx, x, cx.out_shape)
 
@@ -233,7 +262,7 @@ def unflatten(cx, x, *a, **k):
     return _reshape_to(cx, x, cx.out_shape)
 
 
-@register_op("permute", torch.permute)
+@register_op("permute", torch.permute, cases=C.custom(C.permute_build))
 def permute(cx, x, *dims, **kwargs):
     dims = kwargs.get("dims", dims)
     if len(dims) == 1 and isinstance(dims[0], (list, tuple)):
@@ -251,12 +280,12 @@ def transpose(cx, x, d0, d1):
     return Value(x.t, compose_permute(x.perm, tuple(dims)), cx.out_shape, x.dtype)
 
 
-@register_op("unsqueeze", torch.unsqueeze, "squeeze", torch.squeeze)
+@register_op("unsqueeze", torch.unsqueeze, "squeeze", torch.squeeze, cases=C.custom(C.squeeze_build))
 def unsqueeze(cx, x, *args, **kwargs):
     return _reshape_to(cx, x, cx.out_shape)
 
 
-@register_op("expand", "expand_as", "repeat")
+@register_op("expand", "expand_as", "repeat", cases=C.custom(C.expand_build))
 def expand(cx, x, *sizes, **kwargs):
     out = cx.out_shape
     x = cx.torch(x)
@@ -271,7 +300,7 @@ def expand(cx, x, *sizes, **kwargs):
     return cx.op("broadcast_to", [tensor(0), [-1 if False else d for d in out]], [x], identity(len(out)))
 
 
-@register_op(torch.cat, torch.concat, torch.concatenate)
+@register_op(torch.cat, torch.concat, torch.concatenate, cases=C.custom(C.cat_build))
 def cat(cx, tensors, dim=0, **kwargs):
     dim = kwargs.get("axis", dim)
     vals, perm = _align(cx, list(tensors))
@@ -280,7 +309,7 @@ def cat(cx, tensors, dim=0, **kwargs):
     return cx.op("concatenate", [[tensor(i) for i in range(len(vals))], axis], vals, perm)
 
 
-@register_op(torch.stack)
+@register_op(torch.stack, cases=C.custom(C.stack_build))
 def stack(cx, tensors, dim=0):
     vals = [cx.torch(v) for v in tensors]
     rank = vals[0].rank + 1
@@ -310,7 +339,7 @@ def _slices(cx, x, dim, sizes):
     return tuple(outs)
 
 
-@register_op("chunk", torch.chunk)
+@register_op("chunk", torch.chunk, cases=C.custom(C.split_build))
 def chunk(cx, x, chunks, dim=0):
     return _slices(cx, x, dim, _split_sizes(x.shape[dim], None, chunks))
 
@@ -336,7 +365,7 @@ def _reshape_from(cx, v, shape):
                  identity(len(shape)), shape=shape, dtype=v.dtype)
 
 
-@register_op(operator.getitem)
+@register_op(operator.getitem, cases=C.custom(C.getitem_build))
 def getitem(cx, x, index):
     if not isinstance(x, Value):
         return x[index]
@@ -404,11 +433,11 @@ for _fn, _targets in {
     "amin": (torch.amin, "amin"),
     "prod": (torch.prod, "prod"),
 }.items():
-    register_op(*_targets)(_reduce(_fn))
+    register_op(*_targets, cases=C.with_dim(f"torch.{_fn}", multi=_fn != "prod"))(_reduce(_fn))
 
 
 # ---- linear algebra ------------------------------------------------------------------------
-@register_op(torch.matmul, operator.matmul, "matmul", torch.bmm, "bmm")
+@register_op(torch.matmul, operator.matmul, "matmul", torch.bmm, "bmm", cases=C.custom(C.matmul_build))
 def matmul(cx, a, b):
     a, b = cx.torch(a), cx.torch(b)
     return cx.op("matmul", [tensor(0), tensor(1)], [a, b], identity(len(cx.out_shape)))
@@ -483,3 +512,73 @@ def _copy_constants(m, values):
             if data is None:
                 raise ConversionError(f"{name} of a functional call must be a parameter or buffer of the model")
             getattr(m, name).copy_(torch.from_numpy(np.asarray(data)))
+
+
+@register_op(torch.roll, "roll", cases=C.custom(C.roll_build))
+def roll(cx, x, shifts, dims=None):
+    if dims is None:
+        flat = cx.torch(x)
+        if x.shape[0] != 1:
+            raise ConversionError("torch.roll without dims flattens across the batch axis; pass dims")
+        return cx.op("roll", [tensor(0), int(shifts)], [flat], identity(x.rank))
+    shifts = [shifts] if isinstance(shifts, int) else list(shifts)
+    dims = [dims] if isinstance(dims, int) else list(dims)
+    return cx.op("roll", [tensor(0)], [x], x.perm,
+                 kwargs={"shift": [int(s) for s in shifts], "axis": [x.keras_axis(d) for d in dims]})
+
+
+@register_op(F.batch_norm)
+def batch_norm(cx, x, running_mean, running_var, weight=None, bias=None, training=False, momentum=0.1, eps=1e-5):
+    if training or running_mean is None:
+        raise ConversionError("F.batch_norm in training mode (batch statistics) cannot be converted; call model.eval()")
+    cls = {2: nn.BatchNorm1d, 3: nn.BatchNorm1d, 4: nn.BatchNorm2d, 5: nn.BatchNorm3d}[x.rank]
+    m = cls(x.shape[1], eps=eps, affine=weight is not None)
+    _copy_constants(m, {"weight": weight, "bias": bias, "running_mean": running_mean, "running_var": running_var})
+    return cx.module(m, [x])
+
+
+def _sdpa_cases(draw):
+    from hypothesis import strategies as st
+
+    b, h, lq, lk, e = (draw(st.integers(1, 4)) for _ in range(5))
+    kind = draw(st.sampled_from(["none", "bool", "float", "causal"]))
+    scale = draw(st.sampled_from([None, 0.3]))
+    q, k, v = C.draw_inputs(draw, (b, h, lq, e), (b, h, lk, e), (b, h, lk, e))
+    if kind == "bool":
+        mask = torch.tensor(np.random.default_rng(lq * 7 + lk).random((lq, lk)) > 0.3)
+        mask[:, 0] = True
+        return (lambda q_, k_, v_: F.scaled_dot_product_attention(q_, k_, v_, attn_mask=mask, scale=scale)), \
+            f"sdpa bool mask scale={scale}", [q, k, v]
+    if kind == "float":
+        mask = torch.tensor(np.random.default_rng(lk).standard_normal((h, lq, lk)).astype(np.float32))
+        return (lambda q_, k_, v_: F.scaled_dot_product_attention(q_, k_, v_, attn_mask=mask, scale=scale)), \
+            f"sdpa float mask scale={scale}", [q, k, v]
+    causal = kind == "causal"
+    return (lambda q_, k_, v_: F.scaled_dot_product_attention(q_, k_, v_, is_causal=causal, scale=scale)), \
+        f"sdpa causal={causal} scale={scale}", [q, k, v]
+
+
+@register_op(F.scaled_dot_product_attention, cases=C.custom(_sdpa_cases))
+def scaled_dot_product_attention(cx, q, k, v, attn_mask=None, dropout_p=0.0, is_causal=False, scale=None,
+                                 enable_gqa=False):
+    if enable_gqa and q.shape[-3] != k.shape[-3]:
+        raise ConversionError("scaled_dot_product_attention(enable_gqa=True) with fewer key heads is not supported yet")
+    q, k, v = cx.torch(q), cx.torch(k), cx.torch(v)
+    e = q.shape[-1]
+    scale = float(scale) if scale is not None else 1.0 / math.sqrt(e)
+    lq, lk = q.shape[-2], k.shape[-2]
+    r = q.rank
+    sshape = (*q.shape[:-1], lk)
+    kt = cx.op("swapaxes", [tensor(0), -1, -2], [k], identity(r), shape=(*k.shape[:-2], e, lk), dtype=k.dtype)
+    s = cx.op("matmul", [tensor(0), tensor(1)], [q, kt], identity(r), shape=sshape, dtype=q.dtype)
+    s = cx.op("multiply", [tensor(0), scale], [s], identity(r), shape=sshape, dtype=q.dtype)
+    if is_causal:
+        attn_mask = cx.const(np.tril(np.ones((lq, lk), dtype=bool)))
+    if attn_mask is not None:
+        (s, m), _ = _align(cx, [s, attn_mask])
+        if m.dtype == torch.bool:
+            s = cx.op("where", [tensor(0), tensor(1), float("-inf")], [m, s], identity(r), shape=sshape, dtype=q.dtype)
+        else:
+            s = cx.op("add", [tensor(0), tensor(1)], [s, m], identity(r), shape=sshape, dtype=q.dtype)
+    p = cx.op("softmax", [tensor(0)], [s], identity(r), shape=sshape, dtype=q.dtype, kwargs={"axis": -1})
+    return cx.op("matmul", [tensor(0), tensor(1)], [p, v], identity(r))
