@@ -164,8 +164,9 @@ class _Converter:
         if v.perm == perm or v.rank < 2:
             return Value(v.t, perm, v.shape, v.dtype) if v.rank < 2 else v
         key = (id(v.t), perm)
-        if key in self._perm_cache:
-            return self._perm_cache[key]
+        hit = self._perm_cache.get(key)
+        if hit is not None and hit[0] is v.t:  # the entry holds v.t, so its id cannot be reused
+            return hit[1]
         # keras tensor K = x.permute(v.perm); want x.permute(perm) = K.permute(q), q[i] = v.perm.index(perm[i])
         q = tuple(v.perm.index(p) for p in perm)
         kshape = tuple(v.shape[p] for p in perm)
@@ -183,7 +184,7 @@ class _Converter:
         else:
             out = Op("transpose", args=[tensor(0), list(q)], name=name)(v.t)
         res = Value(out, perm, v.shape, v.dtype)
-        self._perm_cache[key] = res
+        self._perm_cache[key] = (v.t, res)
         return res
 
     def constant(self, array: np.ndarray, hint: str, perm=None) -> Value:
