@@ -3,14 +3,14 @@
 import subprocess
 import sys
 
+import recreate
+import torch
+from recreate import layers as rl
+from torch import nn
+
 import keras
 import numpy as np
 import pytest
-import torch
-from torch import nn
-
-import recreate
-from recreate import layers as rl
 
 LAYERS = [
     rl.Flatten(2, -1),
@@ -80,3 +80,19 @@ print('ok')
 """
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert out.returncode == 0 and out.stdout.strip().endswith("ok"), out.stderr[-3000:]
+
+
+def test_import_recreate_registers_every_layer_module():
+    """A served .keras file can only hold layers `import recreate` registers (no torch)."""
+    import pkgutil
+
+    code = (
+        "import sys; sys.modules['torch'] = None\n"
+        "import recreate, recreate.layers as L, pkgutil\n"
+        "missing = [m.name for m in pkgutil.iter_modules(L.__path__) if not m.name.startswith('_') "
+        "and f'recreate.layers.{m.name}' not in sys.modules]\n"
+        "print(missing); raise SystemExit(1 if missing else 0)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stdout + out.stderr[-2000:]
+    assert pkgutil  # the module list comes from the package itself

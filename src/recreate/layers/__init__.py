@@ -18,6 +18,7 @@ from .activations import (
 )
 from .adaptive_pool import AdaptivePooling
 from .affine_grid import AffineGrid
+from .attention import MultiheadAttention
 from .avg_pool import AveragePooling
 from .batch_stat_norm import BatchStatNormalization
 from .bilinear import Bilinear
@@ -32,6 +33,7 @@ from .fold import Fold, Unfold
 from .fractional_max_pool import FractionalMaxPooling
 from .grid_sample import GridSample
 from .interpolate import Interpolate
+from .layer_norm import LayerNorm
 from .local_response_norm import LocalResponseNormalization
 from .lp_pool import LPPooling
 from .max_pool import MaxPooling
@@ -45,6 +47,13 @@ from .roi_align import RoIAlign
 from .roi_pool import RoIPool
 from .softmax import LogSoftmax, Softmin
 from .subsample import Subsample
+from .transformer import (
+    Transformer,
+    TransformerDecoder,
+    TransformerDecoderLayer,
+    TransformerEncoder,
+    TransformerEncoderLayer,
+)
 from .unflatten import Unflatten
 
 __all__ = [
@@ -70,12 +79,14 @@ __all__ = [
     "Hardtanh",
     "Interpolate",
     "LPPooling",
+    "LayerNorm",
     "LeakyReLU",
     "LocalResponseNormalization",
     "LogSoftmax",
     "MaxNormEmbedding",
     "MaxPooling",
     "MaxUnpooling",
+    "MultiheadAttention",
     "NonMaxSuppression",
     "Op",
     "Pad",
@@ -91,6 +102,11 @@ __all__ = [
     "Softshrink",
     "Subsample",
     "Threshold",
+    "Transformer",
+    "TransformerDecoder",
+    "TransformerDecoderLayer",
+    "TransformerEncoder",
+    "TransformerEncoderLayer",
     "Unflatten",
     "Unfold",
 ]
