@@ -25,10 +25,21 @@ from ._common import serializable
 from .attention import NEG_INF, MultiheadAttention, additive_mask
 from .layer_norm import LayerNorm
 
+
+def _gelu(x):
+    # torch's formula; Python-float constants take x's dtype (tf.nn.gelu builds float32 constants
+    # and casts them, which costs float64 inputs 5e-9).
+    return 0.5 * x * (1.0 + ops.erf(x * 0.7071067811865476))
+
+
+def _gelu_tanh(x):
+    return 0.5 * x * (1.0 + ops.tanh(0.7978845608028654 * (x + 0.044715 * x * x * x)))
+
+
 ACTIVATIONS = {
     "relu": ops.relu,
-    "gelu": lambda x: ops.gelu(x, approximate=False),
-    "gelu_tanh": lambda x: ops.gelu(x, approximate=True),
+    "gelu": _gelu,
+    "gelu_tanh": _gelu_tanh,
     "silu": ops.silu,
     "tanh": ops.tanh,
     "sigmoid": ops.sigmoid,
