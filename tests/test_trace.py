@@ -254,3 +254,91 @@ def test_hugging_face_bert_tiny():
     assert_informative(m, ids, other[:2])
     report = recreate.verify(m, km, [ids, other], tolerance=1e-4)
     assert report.passed, str(report)
+
+
+@pytest.mark.slow
+def test_raft_optical_flow():
+    # fx cannot trace RAFT symbolically (shape checks, a Python loop over flow updates); the
+    # concrete tracer runs it with num_flow_updates fixed through kwargs. Its correlation
+    # lookup builds a sampling grid with batch*h*w rows in Python (repeated per sample) and
+    # chunks the two images' features stacked along the batch: both must follow the batch.
+    from torchvision.models.optical_flow import raft_small
+
+    m = randomize_(raft_small(weights=None), 0)
+    for p in m.parameters():  # keep the random flow field within a few pixels
+        p.data.mul_(0.5)
+    kw = {"num_flow_updates": 3}
+    a, b = _seeded(2, 3, 128, 128, seed=1), _seeded(2, 3, 128, 128, seed=2)
+    c = _seeded(2, 3, 128, 128, seed=3)
+    assert_informative(m, (a, b), (a, c), kwargs=kw)
+    km = recreate.convert(m, (a, b), kwargs=kw)
+    report = recreate.verify(m, km, [(a, b), (c, a)], kwargs=kw)
+    assert report.passed, str(report)
+    assert len(report.outputs) == 3  # one flow prediction per update
+    # another batch size than the example's: nothing was baked in
+    one = recreate.verify(m, km, (b[:1], c[:1]), kwargs=kw)
+    assert one.passed, str(one)
+
+
+class _MaskedBert(nn.Module):
+    def __init__(self, bert):
+        super().__init__()
+        self.bert = bert
+
+    def forward(self, ids, attention_mask):
+        return self.bert(input_ids=ids, attention_mask=attention_mask).last_hidden_state
+
+
+def _padded(batch, length, pads, left=False):
+    mask = torch.ones(batch, length, dtype=torch.long)
+    for row, n in enumerate(pads):
+        if n:
+            mask[row, slice(0, n) if left else slice(length - n, length)] = 0
+    return mask
+
+
+def test_hugging_face_bert_attention_mask():
+    """Hugging Face's mask arithmetic: the padding mask indexed with arange(batch) and
+    arange(kv) inside its mask functions (advanced indexing whose batch index follows the
+    model's batch), and'ed with the other masks, handed to SDPA. The pooler, which no output
+    uses, is left out. Verified on another batch size with other padding."""
+    transformers = pytest.importorskip("transformers")
+    cfg = transformers.BertConfig(vocab_size=100, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+                                  intermediate_size=37, max_position_embeddings=64, attn_implementation="sdpa")
+    m = randomize_(_MaskedBert(transformers.BertModel(cfg)), 0)
+    g = torch.Generator().manual_seed(0)
+    ids, mask = torch.randint(0, 100, (2, 9), generator=g), _padded(2, 9, [3, 0])
+    km = recreate.convert(m, (ids, mask))
+    ids3, mask3 = torch.randint(0, 100, (3, 9), generator=g), _padded(3, 9, [0, 6, 1])
+    assert_informative(m, (ids, mask), (ids, _padded(2, 9, [5, 2])))
+    report = recreate.verify(m, km, [(ids, mask), (ids3, mask3)])
+    assert report.passed, str(report)
+
+
+class _CausalLM(nn.Module):
+    def __init__(self, lm):
+        super().__init__()
+        self.lm = lm
+
+    def forward(self, ids, attention_mask):
+        # use_cache=False: a converted model returns no key/value cache
+        return self.lm(input_ids=ids, attention_mask=attention_mask, use_cache=False).logits
+
+
+@pytest.mark.slow
+def test_hugging_face_llama_gqa_rotary_left_padding():
+    """A Llama-architecture decoder (config in code): RMSNorm, rotary position embeddings,
+    grouped-query attention (4 query heads, 2 key/value heads), causal masking combined with
+    LEFT padding, whose fully masked rows torch's SDPA turns into zeros (not NaN)."""
+    transformers = pytest.importorskip("transformers")
+    cfg = transformers.LlamaConfig(vocab_size=100, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+                                   num_key_value_heads=2, intermediate_size=37, max_position_embeddings=64,
+                                   attn_implementation="sdpa", use_cache=False)
+    m = randomize_(_CausalLM(transformers.LlamaForCausalLM(cfg)), 0)
+    g = torch.Generator().manual_seed(0)
+    ids, mask = torch.randint(0, 100, (2, 9), generator=g), _padded(2, 9, [3, 0], left=True)
+    km = recreate.convert(m, (ids, mask))
+    ids3, mask3 = torch.randint(0, 100, (3, 9), generator=g), _padded(3, 9, [0, 2, 5], left=True)
+    assert_informative(m, (ids, mask), (ids, _padded(2, 9, [1, 4], left=True)))
+    report = recreate.verify(m, km, [(ids, mask), (ids3, mask3)])
+    assert report.passed, str(report)

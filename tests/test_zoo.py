@@ -1,20 +1,13 @@
 """Zoo scripts run end to end with random weights and must match their torch reference."""
 
-import importlib.util
 import sys
 from pathlib import Path
+
+from recreate.zoo import load_script as load
 
 import pytest
 
 ZOO = Path(__file__).resolve().parents[1] / "zoo"
-
-
-def load(name):
-    spec = importlib.util.spec_from_file_location(f"zoo_{name}", ZOO / f"{name}.py")
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = mod
-    spec.loader.exec_module(mod)
-    return mod
 
 
 def test_resnet18_small_input(tmp_path):
@@ -55,3 +48,26 @@ def test_weights_from_a_safetensors_checkpoint(tmp_path):
     for k, v in tm.state_dict().items():
         assert torch.equal(t2.state_dict()[k], v)
     assert resnet.main(["--size", "32", "--batches", "2", "--weights", str(ckpt)]) == 0
+
+
+def test_reference_model_and_batches():
+    """reference_model: strict loading, or random weights with batch norm calibrated on
+    one batch; random_batches: reproducible, distinct, at least two."""
+    import recreate
+    import torch
+
+    def net():
+        return torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.BatchNorm2d(4))
+
+    tm = recreate.testing.reference_model(net(), calibrate=(8, 3, 6, 6), seed=3)
+    assert not tm.training
+    x = torch.randn(8, 3, 6, 6, generator=torch.Generator().manual_seed(4))  # the calibration batch
+    with torch.no_grad():
+        feat = tm[0](x)
+    torch.testing.assert_close(tm[1].running_mean, feat.mean((0, 2, 3)))
+    again = recreate.testing.reference_model(net(), dict(tm.state_dict()))
+    assert all(torch.equal(a, b) for a, b in zip(again.state_dict().values(), tm.state_dict().values()))
+    with pytest.raises(RuntimeError, match="Unexpected key"):
+        recreate.testing.reference_model(net(), {**tm.state_dict(), "extra": torch.zeros(1)})
+    a, b = recreate.testing.random_batches((2, 3), 1), recreate.testing.random_batches((2, 3), 1)
+    assert len(a) == 2 and torch.equal(a[1], b[1]) and not torch.equal(a[0], a[1])

@@ -183,6 +183,48 @@ def test_cli_passes_weights_through(tmp_path, scripts):
         zoo.zoo_command(ns)
 
 
+def _zoo_args(*argv):
+    """Parse `recreate zoo ...` exactly as the command line does."""
+    import argparse
+
+    parser = argparse.ArgumentParser()
+    zoo.add_zoo_parser(parser.add_subparsers(dest="cmd"))
+    return parser.parse_args(["zoo", *argv])
+
+
+def test_run_options_after_the_name():
+    """REMAINDER swallows every token after NAME: zoo's own options are taken back from the
+    part before --, everything else reaches the script in order."""
+    ns = _zoo_args("run", "x", "--out", "o", "--tflite", "m.tflite", "--variant", "v1", "--", "--size", "8", "--out", "s")
+    opts, argv = zoo._run_options(ns)
+    assert opts == {"weights": None, "out": "o", "saved_model": None, "tflite": "m.tflite"}
+    assert argv == ["--variant", "v1", "--size", "8", "--out", "s"]
+    opts, argv = zoo._run_options(_zoo_args("run", "--saved-model", "sm", "x"))
+    assert opts["saved_model"] == "sm" and argv == []
+
+
+def test_exports_need_prove_and_save(tmp_path, monkeypatch, capsys):
+    (tmp_path / "bare.py").write_text('"""Verifies nothing."""\ndef main(argv):\n    return 0\n')
+    monkeypatch.setenv("RECREATE_ZOO", str(tmp_path))
+    try:
+        assert zoo.zoo_command(_zoo_args("run", "bare", "--tflite", str(tmp_path / "m.tflite"))) == 2
+    finally:
+        sys.modules.pop("recreate_zoo_bare", None)
+    assert "did not end with recreate.report.prove_and_save" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_run_writes_verified_saved_model_and_tflite(tmp_path, capsys):
+    sm, tfl = tmp_path / "sm", tmp_path / "head.tflite"
+    ns = _zoo_args("run", "deform_head", "--saved-model", str(sm), "--tflite", str(tfl),
+                   "--", "--size", "8", "--batches", "2")
+    assert zoo.zoo_command(ns) == 0
+    out = capsys.readouterr().out
+    assert (sm / "saved_model.pb").exists() and tfl.stat().st_size > 0
+    assert "TFLite: builtin ops only" in out
+    assert f"{sm}: PASS" in out and f"{tfl}: PASS" in out
+
+
 # ---- checkpoints beyond test_checkpoint.py ------------------------------------------------
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
 @pytest.mark.parametrize("fmt", ["safetensors", "pt"])

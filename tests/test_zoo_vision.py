@@ -4,23 +4,10 @@ Default suite: each script at a small size (a small variant where the real one i
 with the strict 1e-5 bar, and the saved .keras reloaded with safe_mode=True. The real
 default variants at full size are @pytest.mark.slow."""
 
-import importlib.util
-import sys
-from pathlib import Path
+from recreate.zoo import load_script as load
 
 import numpy as np
 import pytest
-
-ZOO = Path(__file__).resolve().parents[1] / "zoo"
-
-
-def load(name):
-    spec = importlib.util.spec_from_file_location(f"zoo_{name}", ZOO / f"{name}.py")
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = mod
-    spec.loader.exec_module(mod)
-    return mod
-
 
 # (script, saved file stem, command line, the same model for build())
 SMALL = [
@@ -86,6 +73,31 @@ def test_convtranspose_same_is_not_torch():
         outs[mode] = np.asarray(km(xin))
     assert np.abs(outs["valid"] - ref).max() < 1e-5
     assert np.abs(outs["same"] - ref).max() > 1e-2
+
+
+@pytest.mark.parametrize("variant,offset_groups,size", [("v1", 1, 12), ("v2", 2, 11)])
+def test_deform_head(variant, offset_groups, size, tmp_path):
+    """Parity where deformation matters: offsets of pixels, fractional, partly outside the map."""
+    import recreate
+    import torch
+
+    import keras
+
+    dh = load("deform_head")
+    argv = ["--variant", variant, "--size", str(size), "--offset-groups", str(offset_groups), "--batches", "3"]
+    assert dh.main([*argv, "--out", str(tmp_path)]) == 0
+    tm, _, transfer = dh.build(variant, size, offset_groups)
+    assert transfer.complete
+    x = recreate.testing.random_batches((2, 32, size, size), 2, seed=7)[1]
+    stats = dh.offset_stats(tm, x)
+    assert stats["offset_std"] > 1.5 and 0.1 < stats["fraction_outside"] < 0.5, stats
+    km = keras.saving.load_model(tmp_path / f"deform_head_{variant}.keras", safe_mode=True)
+    assert recreate.verify(tm, km, x, tolerance=1e-5, layers=False).passed
+    with torch.no_grad():  # the reference depends on the offsets: a plain conv would not match
+        before = tm(x)[0]
+        tm.offset.weight[:tm.n_off].zero_()
+        tm.offset.bias[:tm.n_off].zero_()
+        assert (tm(x)[0] - before).abs().max() > 0.1
 
 
 @pytest.mark.slow

@@ -20,7 +20,6 @@ import recreate  # first: torch/torchvision must load before keras/TF, else a se
 import recreate.report
 import recreate.testing
 import keras
-import torch
 from keras import layers as L
 
 VARIANTS = ("efficientnet_b0", "efficientnet_b1", "efficientnet_b2", "efficientnet_b3")
@@ -82,16 +81,11 @@ def build(variant: str = "efficientnet_b0", weights: str | None = None, size: in
     """(torch model in eval mode, filled Keras model, transfer report)."""
     import torchvision
 
-    tm = getattr(torchvision.models, variant)(weights=None)
-    if weights:
-        tm.load_state_dict(dict(recreate.load_state_dict(weights)))
-    else:
-        recreate.testing.randomize_(tm, seed)
-        g = torch.Generator().manual_seed(seed + 1)
-        recreate.testing.calibrate_batchnorm_(tm, torch.randn(8, 3, size, size, generator=g))
+    tm = recreate.testing.reference_model(getattr(torchvision.models, variant)(weights=None), weights,
+                                          calibrate=(8, 3, size, size), seed=seed)
     km = keras_efficientnet(variant, tm.classifier[1].out_features, size)
     report = recreate.transfer_weights(tm, km)
-    return tm.eval(), km, report
+    return tm, km, report
 
 
 def main(argv=None) -> int:
@@ -101,8 +95,7 @@ def main(argv=None) -> int:
     recreate.report.add_arguments(ap)
     args = ap.parse_args(argv)
     tm, km, transfer = build(args.variant, args.weights, args.size)
-    g = torch.Generator().manual_seed(1234)
-    batches = [torch.randn(2, 3, args.size, args.size, generator=g) for _ in range(max(2, args.batches))]
+    batches = recreate.testing.random_batches((2, 3, args.size, args.size), args.batches)
     return recreate.report.prove_and_save(args.variant, tm, km, transfer, batches, out=args.out,
                                           tolerance=args.tolerance, layers=True)
 

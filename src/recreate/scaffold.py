@@ -157,6 +157,34 @@ def keras_model_source(km, func_name: str = "build_keras_model") -> tuple[str, s
             return "{" + ", ".join(f"{k!r}: {ref(e)}" for k, e in obj.items()) + "}"
         return _fmt(obj)
 
+    pending: list = []  # layer calls waiting for their inputs (a shared layer's later calls)
+
+    def history(obj):
+        if isinstance(obj, dict) and obj.get("class_name") == KERAS_TENSOR:
+            yield tuple(obj["config"]["keras_history"][:2])
+        elif isinstance(obj, (list, tuple)):
+            for e in obj:
+                yield from history(e)
+        elif isinstance(obj, dict):
+            for e in obj.values():
+                yield from history(e)
+
+    def emit_ready():
+        progress = True
+        while progress:
+            progress = False
+            for item in list(pending):
+                name, i, node, callee, n_nodes, n_out = item
+                if all(h in out_var for h in history((node.get("args", []), node.get("kwargs", {})))):
+                    pending.remove(item)
+                    call_args = ", ".join([ref(a) for a in node.get("args", [])]
+                                          + [f"{k}={ref(v)}" for k, v in node.get("kwargs", {}).items()])
+                    var = _ident(name if n_nodes == 1 else f"{name}_{i}", taken)
+                    out_var[(name, i)] = var
+                    multi[(name, i)] = n_out > 1
+                    lines.append(f"{var} = {callee}({call_args})")
+                    progress = True
+
     for lcfg in cfg["layers"]:
         name = lcfg["name"]
         layer = km.get_layer(name)
@@ -186,16 +214,12 @@ def keras_model_source(km, func_name: str = "build_keras_model") -> tuple[str, s
             lvar = _ident(name + "_layer", taken)
             lines.append(f"{lvar} = {ctor}")
         for i, node in enumerate(nodes):
-            call_args = ", ".join([ref(a) for a in node.get("args", [])]
-                                  + [f"{k}={ref(v)}" for k, v in node.get("kwargs", {}).items()])
-            var = _ident(name if len(nodes) == 1 else f"{name}_{i}", taken)
-            out_var[(name, i)] = var
             try:
                 n_out = len(kernel_nodes[i].outputs) if i < len(kernel_nodes) else 1
             except Exception:  # noqa: BLE001
                 n_out = 1
-            multi[(name, i)] = n_out > 1
-            lines.append(f"{var} = {lvar if lvar else ctor}({call_args})")
+            pending.append((name, i, node, lvar or ctor, len(nodes), n_out))
+        emit_ready()
 
     def io(spec):
         if spec and not isinstance(spec[0], list):

@@ -129,6 +129,12 @@ class OpContext:
     def batch_ref(self):
         return self.conv.batch_ref
 
+    def batch_axes(self, arg: int | None = None) -> set | None:
+        """Torch axes that follow the batch size, of this node's result or of its positional
+        argument `arg` (found by tracing with one more sample); None when unknown."""
+        node = self.node if arg is None else (self.node.args[arg] if arg < len(self.node.args) else None)
+        return self.conv.batch_axes_of(node)
+
 
 def tensor(i: int) -> dict:
     return {"__tensor__": i}
@@ -144,6 +150,23 @@ class _Converter:
         self.modules = dict(model.named_modules())
         self.constant_keys: list[str] = []
         self._perm_cache: dict = {}
+        self.module_layers: dict = {}  # module path -> {call signature: its Keras layers}
+        self.batch_shapes: dict | None = None  # node name -> its shape with one more sample
+
+    def batch_axes_of(self, node) -> set | None:
+        import torch.fx
+
+        if self.batch_shapes is None or not isinstance(node, torch.fx.Node):
+            return None
+        meta = node.meta.get("tensor_meta")
+        if meta is None or not hasattr(meta, "shape"):
+            return None
+        other = self.batch_shapes.get(node.name)
+        if other is None:
+            return set()
+        if len(other) != len(meta.shape):
+            return None
+        return {i for i, (a, b) in enumerate(zip(meta.shape, other)) if a != b}
 
     def fresh(self, base: str) -> str:
         base = base.replace("/", ".")
@@ -203,7 +226,11 @@ class _Converter:
         return Value(out, perm, tuple(array.shape), torch_dtype, data=array)
 
     # -- modules ----------------------------------------------------------------------------
-    def apply_module(self, module, inputs: list[Value], kwargs: dict, name: str, node=None, adhoc=False):
+    def apply_module(self, module, inputs: list[Value], kwargs: dict, name: str | None, node=None, adhoc=False,
+                     path: str | None = None):
+        """Build (or, for a module with weights called again the same way, reuse) the
+        module's Keras layers and call them. A module called again with other shapes or
+        arguments gets new layers holding copies of its weights."""
         entry = find_entry(type(module))
         torch = self.torch
         if entry is None:
@@ -223,14 +250,29 @@ class _Converter:
             tuple(tensor_kw),
         )
         module.eval()
-        layers = entry.make_layers(module, ctx, name)
+        layers, copy_weights = None, adhoc
+        stateless = next(iter(module.parameters()), None) is None and next(iter(module.buffers()), None) is None
+        if path is not None and stateless:
+            name = self.module_name(path)  # a layer per call (torchvision's ReLU used twice a block)
+        elif path is not None:
+            key = (tuple(v.shape[1:] for v in inputs), tuple(v.perm for v in feeds),
+                   repr(sorted(const_kw.items())), tuple((k, v.shape[1:]) for k, v in tensor_kw.items()))
+            seen = self.module_layers.setdefault(path, {})
+            layers = seen.get(key)
+            if layers is None:
+                # The first call owns the module's path (transfer_weights fills it); a call
+                # with other shapes or arguments gets layers holding copies of the weights.
+                copy_weights = bool(seen)
+                layers = seen[key] = entry.make_layers(module, ctx, self.module_name(path))
+        if layers is None:
+            layers = entry.make_layers(module, ctx, name)
         y = None
         for i, lyr in enumerate(layers):
             if i == 0:
                 y = lyr(*[f.t for f in feeds], **{k: self.to_perm(v, identity(v.rank)).t for k, v in tensor_kw.items()})
             else:
                 y = lyr(y)
-        if adhoc:
+        if copy_weights:
             from .transfer import fill_layer
 
             for lyr in layers:
@@ -286,13 +328,16 @@ def _source_line(node) -> str:
     return ""
 
 
-def trace(model, example_inputs=None):
+def trace(model, example_inputs=None, kwargs: dict | None = None):
     """torch.fx GraphModule of `model` with registered module types as leaves.
 
     Plain symbolic tracing first; when that fails (Python control flow on shapes, such as
     torchvision's Swin padding `if window_size[0] >= pad_H`), trace again with the example
     inputs flowing along, so shapes are concrete Python ints. Control flow on tensor VALUES
-    still fails and raises UntraceableError naming the source line."""
+    still fails and raises UntraceableError naming the source line.
+
+    `kwargs` are forward() keyword arguments: tensors stay inputs, other values are fixed
+    (traced as constants, like the defaults of parameters not given)."""
     require_torch("convert")
     import torch.fx as fx
 
@@ -320,14 +365,14 @@ def trace(model, example_inputs=None):
         try:
             with _unwrapped_functions(), warnings.catch_warnings():
                 warnings.simplefilter("ignore")
-                concrete = _default_args(model, example_inputs)
+                concrete = _default_args(model, example_inputs, kwargs)
                 if tracer_cls is LeafTracer:
                     graph = tracer.trace(model, concrete_args=concrete)
                 else:
-                    graph = tracer.trace(model, _example_args(model, example_inputs), concrete_args=concrete)
+                    graph = tracer.trace(model, _example_args(model, example_inputs, kwargs), concrete_args=concrete)
                     gm = fx.GraphModule(tracer.root, graph)
-                    gm._recreate_batch_nodes = _batch_args_by_retracing(
-                        tracer_cls, model, example_inputs, concrete, graph)
+                    gm._recreate_batch_nodes, gm._recreate_batch_shapes = _batch_args_by_retracing(
+                        tracer_cls, model, example_inputs, concrete, graph, kwargs)
                     return gm
             return fx.GraphModule(tracer.root, graph)
         except Exception as e:  # noqa: BLE001 - fx raises many types
@@ -342,60 +387,91 @@ def trace(model, example_inputs=None):
     ) from error
 
 
-def _batch_args_by_retracing(tracer_cls, model, xs, concrete, graph) -> set:
+def _batch_args_by_retracing(tracer_cls, model, xs, concrete, graph, kwargs=None) -> tuple[set, dict]:
     """Concrete tracing bakes the example's batch size into Python arguments
     (torch.zeros(batch, n), x.view(batch, ...)). Trace again with one more sample: the nodes
-    whose literal arguments change depend on the batch size."""
+    whose literal arguments change depend on the batch size. Returns their names, and for
+    every tensor whose shape changed, its shape in the second trace (which axes follow the
+    batch)."""
     import torch
 
     try:
-        bigger = [torch.cat([x, x[:1]]) if getattr(x, "ndim", 0) else x for x in xs]
+        def grow(x):
+            return torch.cat([x, x[:1]]) if getattr(x, "ndim", 0) else x
+
+        bigger = [grow(x) for x in xs]
+        bigger_kw = {k: grow(v) if isinstance(v, torch.Tensor) else v for k, v in (kwargs or {}).items()}
         with _unwrapped_functions(), warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            other = tracer_cls().trace(model, _example_args(model, bigger), concrete_args=concrete)
+            other = tracer_cls().trace(model, _example_args(model, bigger, bigger_kw), concrete_args=concrete)
     except Exception:  # noqa: BLE001 - best effort
-        return set()
+        return set(), {}
     a, b = list(graph.nodes), list(other.nodes)
     if len(a) != len(b):
-        return set()
+        return set(), {}
     out = set()
+    shapes: dict = {}
     for n, m in zip(a, b):
         la = [x for x in _leaves((n.args, n.kwargs)) if not isinstance(x, torch.fx.Node)]
         lb = [x for x in _leaves((m.args, m.kwargs)) if not isinstance(x, torch.fx.Node)]
+        sa, sb = n.meta.get("example_shape"), m.meta.get("example_shape")
+        if sa is not None and sb is not None and sa != sb:
+            shapes[n.name] = sb
         if n.op == "get_attr" and m.op == "get_attr":
             # a tensor made during tracing from concrete shapes (torch.zeros(input_shape))
             va, vb = _get_attr(model, n.target), _get_attr(model, m.target)
             if getattr(va, "shape", None) != getattr(vb, "shape", None):
                 out.add(n.name)
+                shapes[n.name] = tuple(getattr(vb, "shape", ()))
             continue
         if n.target != m.target or len(la) != len(lb):
-            return set()
+            return set(), {}
         if any(type(x) is not type(y) or (isinstance(x, (int, float)) and x != y) for x, y in zip(la, lb)):
             out.add(n.name)
-    return out
+    return out, shapes
 
 
-def _default_args(model, xs) -> dict | None:
-    """Parameters of forward() after the example inputs, fixed to their defaults (Hugging
-    Face and timm models check their flags in Python)."""
+def _forward_params(model) -> list:
+    import inspect
+
+    return [p for p in inspect.signature(model.forward).parameters.values()
+            if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
+
+
+def _is_tensor(v) -> bool:
+    return hasattr(v, "shape") and hasattr(v, "dtype") and not isinstance(v, (int, float, bool))
+
+
+def _default_args(model, xs, kwargs: dict | None = None) -> dict | None:
+    """Parameters of forward() after the example inputs that are not tensor inputs, fixed to
+    the value given in `kwargs` or else their default (Hugging Face and timm models check
+    their flags in Python; RAFT's num_flow_updates sets its loop count)."""
     import inspect
 
     if xs is None:
         return None
-    params = [p for p in inspect.signature(model.forward).parameters.values()
-              if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
-    rest = params[len(xs):]
-    if not rest or any(p.default is inspect.Parameter.empty for p in rest):
-        return None
-    return {p.name: p.default for p in rest}
+    kwargs = kwargs or {}
+    params = _forward_params(model)
+    names = {p.name for p in params}
+    unknown = [k for k in kwargs if k not in names]
+    if unknown:
+        raise ConversionError(f"{type(model).__name__}.forward() has no parameter(s) {unknown}; "
+                              f"its parameters are {[p.name for p in params]}")
+    out = {}
+    for p in params[len(xs):]:
+        if p.name in kwargs:
+            if not _is_tensor(kwargs[p.name]):
+                out[p.name] = kwargs[p.name]
+        elif p.default is not inspect.Parameter.empty:
+            out[p.name] = p.default
+    return out or None
 
 
-def _example_args(model, xs) -> dict:
-    import inspect
-
-    params = [p for p in inspect.signature(model.forward).parameters.values()
-              if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
-    return {p.name: x for p, x in zip(params, xs)}
+def _example_args(model, xs, kwargs: dict | None = None) -> dict:
+    params = [p for p in _forward_params(model) if p.kind != p.KEYWORD_ONLY]
+    out = {p.name: x for p, x in zip(params, xs)}
+    out.update({k: v for k, v in (kwargs or {}).items() if _is_tensor(v)})
+    return out
 
 
 def _concrete_tracer(base):
@@ -457,6 +533,9 @@ def _concrete_tracer(base):
                 finally:
                     self._disable_module_getattr = False
                 rv.install_tensor_meta(obj.detach())
+            meta = getattr(rv, "_tensor_meta", None)
+            if isinstance(meta, torch.Tensor):
+                rv.node.meta["example_shape"] = tuple(meta.shape)
             return rv
 
     return ConcreteTracer
@@ -505,20 +584,45 @@ def convert_traced(model, xs: list, io_layout: str, kwargs: dict | None = None, 
     from . import ops as op_registry
     from .ops import builtin, sampling, vision  # noqa: F401  (registers the built-in op converters)
 
-    if kwargs:
-        raise ConversionError("keyword inputs are not supported for traced models yet; pass tensors positionally")
-    gm = trace(model, xs)
+    kwargs = dict(kwargs or {})
+    tensor_kw = {k: (v if isinstance(v, torch.Tensor) else torch.as_tensor(np.asarray(v)))
+                 for k, v in kwargs.items() if _is_tensor(v)}
+    kwargs.update(tensor_kw)
+    gm = trace(model, xs, kwargs)
+    star = [n for n in gm.graph.nodes if n.op == "placeholder" and str(n.target).startswith("*")]
+    placeholders = [n for n in gm.graph.nodes if n.op == "placeholder" and n not in star]
+    params = _forward_params(model)
+    if len(placeholders) != len(params) or len(xs) > len(params):
+        raise ConversionError(f"model takes {len(params)} inputs, {len(xs)} example inputs given")
+    concrete = _default_args(model, xs, kwargs) or {}
+    # Placeholders follow forward()'s parameters: example inputs, tensor keyword inputs, and
+    # fixed values (given or default), which keep the value they were traced with.
+    feeds: dict = {}
+    fixed: dict = {n: ({} if str(n.target).startswith("**") else ()) for n in star}
+    for i, (node, p) in enumerate(zip(placeholders, params)):
+        if i < len(xs):
+            feeds[node] = xs[i]
+        elif p.name in tensor_kw:
+            feeds[node] = tensor_kw[p.name]
+        elif p.name in concrete:
+            fixed[node] = concrete[p.name]
+        else:
+            raise ConversionError(f"{type(model).__name__}.forward() parameter {p.name!r} has no example "
+                                  "value and no default: pass it in example_inputs or kwargs")
+    real = [feeds.get(n, fixed.get(n)) for n in placeholders if n not in star]
+    batch_shapes = getattr(gm, "_recreate_batch_shapes", None)
+    if batch_shapes is None:
+        batch_shapes = _shapes_with_one_more(gm, real, set(feeds), ShapeProp)
     with torch.no_grad():
-        ShapeProp(gm).propagate(*xs)
+        ShapeProp(gm).propagate(*real)
     conv = _Converter(model, io_layout)
-    env: dict = {}
+    env: dict = dict(fixed)
     inputs = []
-    placeholders = [n for n in gm.graph.nodes if n.op == "placeholder"]
-    # Trailing parameters with defaults (timm's forward(x, attn_mask=None)) keep their default.
-    while len(placeholders) > len(xs) and placeholders[-1].args:
-        env[placeholders[-1]] = placeholders[-1].args[0]
-        placeholders.pop()
-    for node, x in zip(placeholders, xs):
+    ordered = [n for n in placeholders[:len(xs)]]
+    ordered += sorted((n for n in feeds if n not in ordered),
+                      key=lambda n: list(tensor_kw).index(params[placeholders.index(n)].name))
+    for node in ordered:
+        x = feeds[node]
         shape = tuple(x.shape)
         rank = len(shape)
         perm = channels_last(rank) if (io_layout == "keras" and rank >= 3) else identity(rank)
@@ -528,8 +632,6 @@ def convert_traced(model, xs: list, io_layout: str, kwargs: dict | None = None, 
         env[node] = Value(inp, perm, shape, x.dtype)
         if conv.batch_ref is None:
             conv.batch_ref = inp
-    if len(placeholders) != len(xs):
-        raise ConversionError(f"model takes {len(placeholders)} inputs, {len(xs)} example inputs given")
 
     def load(a):
         return torch.fx.node.map_arg(a, lambda n: env[n])
@@ -537,6 +639,7 @@ def convert_traced(model, xs: list, io_layout: str, kwargs: dict | None = None, 
     outputs = None
     batch_nodes: set = set()  # nodes whose Python value depends on the example's batch size
     baked = getattr(gm, "_recreate_batch_nodes", set())
+    conv.batch_shapes = batch_shapes
     batch_nodes.update(n for n in gm.graph.nodes if n.name in baked)
     for node in gm.graph.nodes:
         if node.op == "placeholder":
@@ -557,7 +660,7 @@ def convert_traced(model, xs: list, io_layout: str, kwargs: dict | None = None, 
             args = load(node.args)
             kw = load(node.kwargs)
             tensors = [a for a in args if isinstance(a, Value)]
-            env[node] = conv.apply_module(mod, tensors, dict(kw), conv.module_name(node.target), node=node)
+            env[node] = conv.apply_module(mod, tensors, dict(kw), None, node=node, path=node.target)
         elif node.op in ("call_function", "call_method"):
             args, kw = load(node.args), load(node.kwargs)
             vals = [a for a in _leaves((args, kw)) if isinstance(a, Value)]
@@ -601,13 +704,42 @@ def convert_traced(model, xs: list, io_layout: str, kwargs: dict | None = None, 
     if report.unassigned_keras:
         raise ConversionError(f"converted layers left without weights: {report.unassigned_keras}")
     used_as_constants = set(conv.constant_keys)
-    unused = [k for k in report.unused_torch if k not in used_as_constants]
+    # A module that no output depends on (Hugging Face's pooler when only hidden states are
+    # returned) leaves its tensors unused legitimately; a called module that did not take all
+    # of its tensors points at its converter.
+    live, stack = set(), [n for n in gm.graph.nodes if n.op == "output"]
+    while stack:  # the nodes that the outputs depend on
+        n = stack.pop()
+        if n not in live:
+            live.add(n)
+            stack.extend(n.all_input_nodes)
+    called = {n.target for n in live if n.op == "call_module"}
+    unused = [k for k in report.unused_torch if k not in used_as_constants
+              and any(k.startswith(f"{c}.") for c in called)]
     if unused:
         raise ConversionError(
             f"torch tensors not used by the converted model: {unused[:20]}. A module that "
             "holds them was converted without them: check its converter"
         )
     return km
+
+
+def _shapes_with_one_more(gm, args: list, tensor_nodes: set, ShapeProp) -> dict | None:
+    """Shapes of the graph's tensors with one more sample in every input (symbolic traces);
+    None when the graph does not run at that batch size."""
+    import torch
+
+    placeholders = [n for n in gm.graph.nodes if n.op == "placeholder" and not str(n.target).startswith("*")]
+    bigger = [torch.cat([a, a[:1]]) if n in tensor_nodes and getattr(a, "ndim", 0) else a
+              for n, a in zip(placeholders, args)]
+    try:
+        with torch.no_grad(), warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            ShapeProp(gm).propagate(*bigger)
+    except Exception:  # noqa: BLE001 - best effort: batch axes then stay unknown
+        return None
+    return {n.name: tuple(n.meta["tensor_meta"].shape) for n in gm.graph.nodes
+            if hasattr(n.meta.get("tensor_meta"), "shape")}
 
 
 _CREATION_METHODS = ("new_zeros", "new_ones", "new_full", "new_empty", "new_tensor")
@@ -644,20 +776,41 @@ def _batch_dependent(node, args, kwargs, batch_nodes, env) -> bool:
 def _python_tensor(conv, node, res, batch_dependent: bool, xs):
     """A tensor made from Python values (torch.zeros(shape), torch.arange(n)). One that
     depends on the batch size and is the same for every sample becomes a constant broadcast
-    to the model's batch."""
+    to the model's batch; so does one holding the sample index, and rows repeated per sample."""
+    import torch
 
     data = res.detach().cpu().numpy()
     if not batch_dependent:
         return conv.constant(data, node.name)
-    batch = xs[0].shape[0] if xs and getattr(xs[0], "ndim", 0) else None
-    if res.ndim and res.shape[0] == batch and bool((res == res[:1]).all()):
-        from .layers.op import Op
+    from .layers.op import Op
 
+    batch = xs[0].shape[0] if xs and getattr(xs[0], "ndim", 0) else None
+    if batch and res.ndim and res.shape[0] == batch and bool((res == res[:1]).all()):
         one = conv.constant(data[:1], node.name)
         layer = Op("broadcast_batch", args=[tensor(0), tensor(1), list(data.shape)], name=conv.fresh(node.name))
         return Value(layer(one.t, conv.batch_ref), identity(res.ndim), tuple(res.shape), res.dtype)
+    if batch and res.ndim and res.shape[0] == batch and not res.is_floating_point():
+        ids = torch.arange(batch, dtype=res.dtype).reshape(-1, *([1] * (res.ndim - 1)))
+        if bool((res == ids).all()):
+            # The sample index (Hugging Face's mask functions index masks with arange(batch)).
+            layer = Op("batch_arange", args=[tensor(0), list(data.shape), str(data.dtype)], name=conv.fresh(node.name))
+            return Value(layer(conv.batch_ref), identity(res.ndim), tuple(res.shape), res.dtype)
+    # Rows made per sample and stacked (RAFT's sampling grid: batch * h * w rows, the same for
+    # every sample): one sample's rows, repeated per sample of the model's batch. Where the
+    # second trace (one more sample) recorded this tensor, its row count must agree.
+    other = getattr(conv, "batch_shapes", {}).get(node.name)
+    if batch and res.ndim and res.shape[0] % batch == 0:
+        k = res.shape[0] // batch
+        rows = res.reshape(batch, k, *res.shape[1:])
+        fits = other is None or (len(other) == res.ndim and other[0] == (batch + 1) * k
+                                 and tuple(other[1:]) == tuple(res.shape[1:]))
+        if fits and bool((rows == rows[:1]).all()):
+            one = conv.constant(data[:k], node.name)
+            layer = Op("repeat_batch", args=[tensor(0), tensor(1), list(data.shape)], name=conv.fresh(node.name))
+            return Value(layer(one.t, conv.batch_ref), identity(res.ndim), tuple(res.shape), res.dtype)
     raise ConversionError(f"{node.format_node()} ({_source_line(node)}) makes a tensor whose values depend on the "
-                          "batch size; this is not supported")
+                          "batch size and differ between samples; this is not supported: compute it from the "
+                          "inputs inside the model, or register a converter for the module that makes it")
 
 
 def _foldable(node, vals) -> bool:

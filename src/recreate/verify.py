@@ -182,6 +182,7 @@ def verify(
     input_layout: str = "auto",
     layers: bool | str = "auto",
     progress: bool | None = None,
+    kwargs: dict | None = None,
 ) -> ParityReport:
     """Run both models on the same inputs (PyTorch layout) and report the difference.
 
@@ -191,6 +192,10 @@ def verify(
     outputs, adapted automatically) or "auto" (decided from the shapes). With
     `layers="auto"` a failing comparison also compares same-named intermediate layers and
     names the first that diverges; `layers=True` always does.
+
+    `kwargs` are the forward() keyword arguments the model was converted with (see
+    `recreate.convert`): all go to the torch model; tensor values are also the Keras model's
+    further inputs, after the positional ones, in the order given.
 
     The verdict: for every output, max|keras - torch| / max(1, max|torch|) <= tolerance
     (per layer likewise, for localisation). MSE, max abs and elementwise max relative error
@@ -204,6 +209,9 @@ def verify(
     torch = require_torch("verify")
     _refuse_training(torch_model)
     batches = _batches(inputs, torch)
+    kwargs = dict(kwargs or {})
+    tensor_kw = [v if isinstance(v, torch.Tensor) else torch.as_tensor(v) for v in kwargs.values()
+                 if isinstance(v, (torch.Tensor, np.ndarray))]
     if progress or (progress is None and len(batches) > 4):
         try:
             from tqdm.auto import tqdm
@@ -219,9 +227,9 @@ def verify(
         if first_batch is None:
             first_batch = [x.clone() for x in xs]
         # Keras first: an in-place op in the torch model may rewrite the input tensors.
-        k_outs = _run_keras(keras_model, [to_numpy(x).copy() for x in xs], input_layout)
+        k_outs = _run_keras(keras_model, [to_numpy(x).copy() for x in [*xs, *tensor_kw]], input_layout)
         with torch.no_grad():
-            t_outs = [to_numpy(t) for t in flatten_outputs(torch_model(*xs))]
+            t_outs = [to_numpy(t) for t in flatten_outputs(torch_model(*xs, **kwargs))]
         if len(k_outs) != len(t_outs):
             raise ParityError(
                 f"torch model returned {len(t_outs)} output(s), Keras model {len(k_outs)}: "
@@ -241,7 +249,8 @@ def verify(
         n += 1
     report = ParityReport(stats, tolerance, batches=n)
     if first_batch is not None and (layers is True or (layers == "auto" and not report.passed)):
-        report.layers, report.layer_note = _per_layer(torch_model, keras_model, first_batch, input_layout, tolerance)
+        report.layers, report.layer_note = _per_layer(torch_model, keras_model, first_batch, input_layout, tolerance,
+                                                        kwargs, tensor_kw)
     return report
 
 
@@ -328,7 +337,8 @@ def _match_layout(k: np.ndarray, t: np.ndarray) -> np.ndarray:
     return min(candidates, key=lambda c: error_stats(c, t)[1])
 
 
-def _per_layer(torch_model, keras_model, xs, layout, tolerance) -> tuple[list[LayerStats], str]:
+def _per_layer(torch_model, keras_model, xs, layout, tolerance, kwargs=None,
+               tensor_kw=()) -> tuple[list[LayerStats], str]:
     torch = require_torch("verify")
     if not hasattr(keras_model, "inputs") or not isinstance(keras_model, keras.Model):
         return [], "per-layer localisation needs a functional Keras model"
@@ -357,12 +367,12 @@ def _per_layer(torch_model, keras_model, xs, layout, tolerance) -> tuple[list[La
         hooks.append(modules[lyr.name].register_forward_hook(hook))
     try:
         with torch.no_grad():
-            torch_model(*xs)
+            torch_model(*xs, **(kwargs or {}))
     finally:
         for h in hooks:
             h.remove()
     probe = keras.Model(kin[0] if len(kin) == 1 else kin, [flatten_outputs(lyr.output)[0] for lyr in klayers])
-    feeds = _adapt_inputs(keras_model, [to_numpy(x) for x in xs], layout)
+    feeds = _adapt_inputs(keras_model, [to_numpy(x) for x in [*xs, *tensor_kw]], layout)
     kouts = probe(feeds[0] if len(feeds) == 1 else feeds, training=False)
     kouts = kouts if isinstance(kouts, (list, tuple)) else [kouts]
     by_name = {lyr.name: np.asarray(keras.ops.convert_to_numpy(o)) for lyr, o in zip(klayers, kouts)}

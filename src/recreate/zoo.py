@@ -2,6 +2,7 @@
 
     recreate zoo list
     recreate zoo run resnet --out out/ -- --variant resnet50
+    recreate zoo run resnet --saved-model out/resnet18_sm --tflite out/resnet18.tflite -- --size 64
 
 Scripts live in the repository's zoo/ directory (next to src/), or in $RECREATE_ZOO.
 """
@@ -97,7 +98,8 @@ def run_script(name: str, argv: list[str] | None = None, directory: Path | None 
 
 
 def add_zoo_parser(subparsers) -> None:
-    """Add `zoo list` and `zoo run NAME [--weights FILE] [--out DIR] [-- SCRIPT ARGS]`."""
+    """Add `zoo list` and `zoo run NAME [--weights FILE] [--out DIR] [--saved-model DIR]
+    [--tflite FILE] [-- SCRIPT ARGS]`."""
     p = subparsers.add_parser("zoo", help="list or run the zoo's hand-written, verified recreations")
     zsub = p.add_subparsers(dest="zoo_cmd", required=True)
     zsub.add_parser("list", help="list the zoo scripts")
@@ -105,9 +107,29 @@ def add_zoo_parser(subparsers) -> None:
     run.add_argument("name", help="script name, as printed by `recreate zoo list`")
     run.add_argument("--weights", help="checkpoint (.safetensors/.pt) with the script's torch names")
     run.add_argument("--out", help="directory for the .keras model, parity.md and parity.png")
+    run.add_argument("--saved-model", help="also write a TensorFlow SavedModel to this directory "
+                     "(loaded back in a fresh process and verified against torch)")
+    run.add_argument("--tflite", help="also write a TensorFlow Lite file (verified likewise)")
     run.add_argument("script_args", nargs=argparse.REMAINDER,
                      help="further arguments for the script after --, e.g. -- --variant resnet50")
     p.set_defaults(handler=zoo_command)
+
+
+RUN_OPTIONS = ("weights", "out", "saved_model", "tflite")
+
+
+def _run_options(args) -> tuple[dict, list[str]]:
+    """({option: value} for RUN_OPTIONS, the script's argv). argparse.REMAINDER takes every
+    token after NAME, so options written after the name (the usual order) arrive among the
+    script's arguments: take ours back from the part before `--`; the rest goes to the script."""
+    rest = list(getattr(args, "script_args", None) or [])
+    cut = rest.index("--") if "--" in rest else len(rest)
+    own = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
+    for name in RUN_OPTIONS:
+        own.add_argument("--" + name.replace("_", "-"), dest=name)
+    found, head = own.parse_known_args(rest[:cut])
+    opts = {name: getattr(found, name) or getattr(args, name, None) for name in RUN_OPTIONS}
+    return opts, head + rest[cut + 1:]
 
 
 def zoo_command(args) -> int:
@@ -119,12 +141,23 @@ def zoo_command(args) -> int:
             for name, doc in scripts.items():
                 print(f"{name:<{width}}  {doc}")
             return 0
-        argv = [a for a in (args.script_args or []) if a != "--"]
-        if args.weights:
-            argv += ["--weights", args.weights]
-        if args.out:
-            argv += ["--out", args.out]
-        return run_script(args.name, argv)
+        opts, argv = _run_options(args)
+        for flag in ("weights", "out"):
+            if opts[flag]:
+                argv += [f"--{flag}", opts[flag]]
+        saved_model, tflite = opts["saved_model"], opts["tflite"]
+        if not (saved_model or tflite):
+            return run_script(args.name, argv)
+        from .report import exports
+
+        # The scripts do not know these options: prove_and_save, which every script ends
+        # with, writes and verifies the exports when run inside this block.
+        with exports(saved_model=saved_model, tflite=tflite) as written:
+            rc = run_script(args.name, argv)
+        if rc == 0 and not written:
+            raise RecreateError(f"zoo script '{args.name}' did not end with recreate.report.prove_and_save: "
+                                "nothing to export")
+        return rc
     except RecreateError as e:
         print(f"recreate zoo: {e}", file=sys.stderr)
         return 2

@@ -45,6 +45,7 @@ from .pixel_shuffle import PixelShuffle, PixelUnshuffle
 from .recurrent import Recurrent, RecurrentCell
 from .roi_align import RoIAlign
 from .roi_pool import RoIPool
+from .sdpa import ScaledDotProductAttention
 from .softmax import LogSoftmax, Softmin
 from .subsample import Subsample
 from .transformer import (
@@ -97,6 +98,7 @@ __all__ = [
     "RecurrentCell",
     "RoIAlign",
     "RoIPool",
+    "ScaledDotProductAttention",
     "Softmin",
     "Softplus",
     "Softshrink",

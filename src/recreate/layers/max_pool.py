@@ -66,11 +66,15 @@ def select_window_max(g, kax: int, valid, start, step: int, stride: int, inner):
     masked = g if valid is None else ops.where(valid, g, neg_inf)
     is_nan = ops.isnan(masked)  # padding holds -inf, never NaN
     has_nan = ops.any(is_nan, axis=kax)
-    best = ops.max(ops.where(is_nan, neg_inf, masked), axis=kax, keepdims=True)
+    # where(not nan, masked, -inf), not where(nan, -inf, masked): TFLite cannot lower a select
+    # whose first branch is a broadcast scalar on a rank-6 tensor of dynamic shape (3-d pooling).
+    best = ops.max(ops.where(ops.logical_not(is_nan), masked, neg_inf), axis=kax, keepdims=True)
     offsets = ops.convert_to_tensor(np.arange(k).reshape([k if a == kax else 1 for a in range(len(g.shape))]), "int32")
     hit = ops.equal(masked, best)
     if valid is not None:
-        hit = ops.logical_and(valid, hit)
+        # where, not logical_and: TFLite's LOGICAL_AND broadcasts up to 4-d only and aborts the
+        # process on these rank-5/6 operands (2-d/3-d pooling with indices).
+        hit = ops.where(valid, hit, False)
     first = ops.min(ops.where(hit, offsets, k), axis=kax)
     last_nan = ops.max(ops.where(is_nan, offsets, -1), axis=kax)
     chosen = ops.where(has_nan, last_nan, first)

@@ -36,19 +36,89 @@ def _broadcast_batch(x, ref, shape):
     return ops.broadcast_to(x, (ops.shape(ref)[0], *shape[1:]))
 
 
+def _repeat_batch(x, ref, shape):
+    """Stack `x` (one sample's rows) once per sample of `ref`'s batch: shape (batch * k, ...)."""
+    tiled = ops.broadcast_to(ops.expand_dims(x, 0), (ops.shape(ref)[0], *x.shape))
+    return ops.reshape(tiled, (-1, *shape[1:]))
+
+
+def _batch_arange(ref, shape, dtype):
+    """The sample index along axis 0 (torch.arange(batch) viewed as (batch, 1, ...)),
+    broadcast to `shape` whose axis 0 is `ref`'s (dynamic) batch size."""
+    n = ops.shape(ref)[0]
+    idx = ops.reshape(ops.arange(n, dtype=dtype), (-1, *([1] * (len(shape) - 1))))
+    return ops.broadcast_to(idx, (n, *shape[1:]))
+
+
+def _gather_flat(x, flat, lead, rest):
+    """x reshaped to (prod of its first `lead` axes, *rest), then rows `flat` (any shape)."""
+    return ops.take(ops.reshape(x, (-1, *rest)), flat, axis=0)
+
+
+def _expand_dynamic(x, ref, shape, dynamic):
+    """broadcast_to(x, shape) where the axes in `dynamic` follow the batch: each takes x's
+    run-time size, or `ref`'s batch size where x has size 1 there."""
+    lead = len(shape) - len(x.shape)
+    target = list(shape)
+    for a in dynamic:
+        i = a - lead
+        if i >= 0 and x.shape[i] != 1:
+            target[a] = ops.shape(x)[i]
+        else:
+            target[a] = ops.shape(ref)[0]
+    return ops.broadcast_to(x, target)
+
+
+def _chunk_axis(x, index, chunks, axis):
+    """Part `index` of `chunks` equal parts of `x` along `axis`, sized at run time."""
+    shape = ops.shape(x)
+    parts = ops.reshape(x, (*[shape[i] for i in range(axis)], chunks, -1, *x.shape[axis + 1:]))
+    return ops.take(parts, index, axis=axis)
+
+
+def _roll(x, shift, axis=None):
+    """keras.ops.roll as two static slices and a concatenation per axis: TFLite has no
+    builtin ROLL (tf.roll needs the Flex delegate). Axes of unknown size use ops.roll."""
+    if axis is None:
+        return ops.roll(x, shift)
+    shifts = list(shift) if isinstance(shift, (list, tuple)) else [shift]
+    axes = list(axis) if isinstance(axis, (list, tuple)) else [axis]
+    if len(shifts) == 1:
+        shifts = shifts * len(axes)
+    for s, a in zip(shifts, axes):
+        a = a % len(x.shape)
+        n = x.shape[a]
+        if n is None:
+            x = ops.roll(x, s, a)
+            continue
+        s = int(s) % n if n else 0
+        if s:
+            head = [slice(None)] * a
+            x = ops.concatenate([x[(*head, slice(n - s, n))], x[(*head, slice(0, n - s))]], axis=a)
+    return x
+
+
 def _torch_floor_divide(x, y):
     return ops.floor(ops.divide(x, y))
 
 
 def _torch_remainder(x, y):
+    if "int" in str(getattr(x, "dtype", "")):
+        return ops.mod(x, ops.cast(y, x.dtype))  # floor modulo, torch's sign convention
     return x - ops.floor(ops.divide(x, y)) * y
 
 
 HELPERS = {
     "getitem": _getitem,
     "broadcast_batch": _broadcast_batch,
+    "repeat_batch": _repeat_batch,
+    "chunk_axis": _chunk_axis,
+    "expand_dynamic": _expand_dynamic,
+    "batch_arange": _batch_arange,
+    "gather_flat": _gather_flat,
     "torch_floor_divide": _torch_floor_divide,
     "torch_remainder": _torch_remainder,
+    "roll": _roll,  # shadows keras.ops.roll: same semantics, TFLite builtins only
 }
 
 
@@ -111,6 +181,10 @@ class Constant(keras.layers.Layer):
 
     def compute_output_shape(self, input_shape):
         return self.shape
+
+    def compute_output_spec(self, ref):
+        # its own dtype, not the layer's compute dtype (integer index tables stay integers)
+        return keras.KerasTensor(self.shape, dtype=self.dtype_name)
 
     def get_config(self):
         return {**super().get_config(), "shape": list(self.shape), "dtype_name": self.dtype_name}

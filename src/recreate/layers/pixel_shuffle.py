@@ -86,9 +86,9 @@ class PixelShuffle(_PixelRearrange):
     def _torch_order(self, x):
         r = self.factor
         *lead, c, h, w = ops.shape(x)
-        k = len(lead)
-        y = ops.reshape(x, (*lead, c // (r * r), r, r, h, w))
-        y = ops.transpose(y, (*range(k), k, k + 3, k + 1, k + 4, k + 2))
+        # The leading axes are merged into one: TFLite's TRANSPOSE takes rank <= 6.
+        y = ops.reshape(x, (-1, c // (r * r), r, r, h, w))
+        y = ops.transpose(y, (0, 1, 4, 2, 5, 3))
         return ops.reshape(y, (*lead, c // (r * r), h * r, w * r))
 
     def get_config(self):
@@ -117,9 +117,9 @@ class PixelUnshuffle(_PixelRearrange):
     def _torch_order(self, x):
         r = self.factor
         *lead, c, h, w = ops.shape(x)
-        k = len(lead)
-        y = ops.reshape(x, (*lead, c, h // r, r, w // r, r))
-        y = ops.transpose(y, (*range(k), k, k + 2, k + 4, k + 1, k + 3))
+        # The leading axes are merged into one: TFLite's TRANSPOSE takes rank <= 6.
+        y = ops.reshape(x, (-1, c, h // r, r, w // r, r))
+        y = ops.transpose(y, (0, 1, 3, 5, 2, 4))
         return ops.reshape(y, (*lead, c * r * r, h // r, w // r))
 
     def get_config(self):

@@ -114,11 +114,58 @@ for _fn, _targets in {
     "less_equal": (operator.le, torch.le, "le"),
     "greater": (operator.gt, torch.gt, "gt"),
     "greater_equal": (operator.ge, torch.ge, "ge"),
-    "logical_and": (operator.and_, torch.logical_and, "logical_and"),
-    "logical_or": (operator.or_, torch.logical_or, "logical_or"),
+    "logical_and": (torch.logical_and, "logical_and"),
+    "logical_or": (torch.logical_or, "logical_or"),
     "where": (torch.where, "where"),
 }.items():
     register_op(*_targets, cases=_BINARY_CASES[_fn])(_elementwise(_fn))
+
+
+def _bitwise_build(op_name: str):
+    """Cases for &, |, ^, ~ on booleans, on integers and with a Python scalar."""
+    def build(draw):
+        from hypothesis import strategies as st
+
+        fn = getattr(operator, op_name.split(".")[1])
+        shape = C.draw_shape(draw, max_rank=3)
+        kind = draw(st.sampled_from(["bool", "int", "int_scalar"] if op_name != "operator.invert" else ["bool", "int"]))
+        rng = np.random.default_rng(draw(st.integers(0, 2**31 - 1)))
+        if kind == "bool":
+            xs = [rng.random(shape) > 0.5 for _ in range(2)]
+        else:
+            xs = [rng.integers(-20, 20, shape).astype(np.int64) for _ in range(2)]
+        if op_name == "operator.invert":
+            return fn, op_name, xs[:1]
+        if kind == "int_scalar":
+            k = int(draw(st.integers(-7, 7)))
+            return (lambda a: fn(a, k)), f"{op_name}(x, {k})", xs[:1]
+        return fn, op_name, xs
+
+    return build
+
+
+def _bitwise(logical: str, bitwise: str):
+    """torch's &, |, ^ and ~: logical on booleans, bitwise on integers."""
+    def conv(cx, *args, **kwargs):
+        vals = [a for a in args if isinstance(a, Value)]
+        booleans = all(v.dtype == torch.bool for v in vals) and all(
+            isinstance(a, (bool, Value)) for a in args)
+        return _elementwise(logical if booleans else bitwise)(cx, *args, **kwargs)
+
+    return conv
+
+
+for _logical, _bitwise_fn, _targets, _case in (
+    ("logical_and", "bitwise_and", (operator.and_, operator.iand, "__and__", "__rand__", "__iand__",
+                                    torch.bitwise_and, "bitwise_and"), "operator.and_"),
+    ("logical_or", "bitwise_or", (operator.or_, operator.ior, "__or__", "__ror__", "__ior__",
+                                  torch.bitwise_or, "bitwise_or"), "operator.or_"),
+    ("logical_xor", "bitwise_xor", (operator.xor, operator.ixor, "__xor__", "__rxor__", "__ixor__",
+                                    torch.bitwise_xor, "bitwise_xor"), "operator.xor"),
+    ("logical_not", "bitwise_invert", (operator.invert, "__invert__", torch.bitwise_not, "bitwise_not"),
+     "operator.invert"),
+):
+    register_op(*_targets, cases=C.custom(_bitwise_build(_case)))(_bitwise(_logical, _bitwise_fn))
 
 
 @register_op(operator.neg, torch.neg, "neg", "__neg__", cases=C.unary("operator.neg"))
@@ -155,7 +202,7 @@ for _fn, _targets in {
     "ceil": (torch.ceil, "ceil"),
     "sin": (torch.sin, "sin"),
     "cos": (torch.cos, "cos"),
-    "logical_not": (torch.logical_not, operator.invert, "logical_not"),
+    "logical_not": (torch.logical_not, "logical_not"),
     "square": (torch.square, "square"),
     "reciprocal": (torch.reciprocal, "reciprocal"),
 }.items():
@@ -181,12 +228,12 @@ def leaky_relu(cx, x, negative_slope=0.01, inplace=False):
 
 
 @register_op(F.dropout, F.dropout1d, F.dropout2d, F.dropout3d, F.alpha_dropout, "contiguous", "clone", "detach",
-             torch.clone, "detach_", "requires_grad_")
+             torch.clone, "detach_", "requires_grad_", cases=C.custom(C.passthrough_build))
 def passthrough(cx, x, *args, **kwargs):
     return x
 
 
-@register_op("float", "to", "type", "type_as", "double", "half", "int", "long", "bool")
+@register_op("float", "to", "type", "type_as", "double", "half", "int", "long", "bool", cases=C.custom(C.cast_build))
 def cast(cx, x, *args, **kwargs):
     dtype = str(cx.out_dtype).replace("torch.", "")
     if cx.out_dtype == x.dtype:
@@ -205,7 +252,7 @@ def softmax(cx, x, dim=None, *args, **kwargs):
 
 
 # ---- shapes -----------------------------------------------------------------------------------
-@register_op(builtins.getattr)
+@register_op(builtins.getattr, cases=C.custom(C.shape_query("shape", "ndim", "dtype", "device")))
 def getattr_(cx, x, name):
     if isinstance(x, Value):
         if name == "shape":
@@ -221,26 +268,32 @@ def getattr_(cx, x, name):
     return getattr(x, name)
 
 
-@register_op("size")
+@register_op("size", cases=C.custom(C.shape_query("size", "size_d")))
 def size(cx, x, dim=None):
     return torch.Size(x.shape) if dim is None else x.shape[dim]
 
 
-@register_op("dim")
+@register_op("dim", cases=C.custom(C.shape_query("dim")))
 def dim(cx, x):
     return x.rank
 
 
-@register_op("numel")
+@register_op("numel", cases=C.custom(C.shape_query("numel")))
 def numel(cx, x):
     return int(np.prod(x.shape))
 
 
 def _reshape_to(cx, x, shape):
-    """Reshape to `shape` (torch order; axis 0 follows the dynamic batch)."""
+    """Reshape to `shape` (torch order). The axis that follows the batch size (known from a
+    trace with one more sample) becomes -1; without that knowledge axis 0 is taken to."""
     x = cx.torch(x)
     shape = tuple(int(s) for s in shape)
-    if shape and x.shape and shape[0] == x.shape[0]:
+    axes = cx.batch_axes()
+    if axes is not None and len(axes) <= 1:
+        target = list(shape)
+        if axes:
+            target[next(iter(axes))] = -1
+    elif shape and x.shape and shape[0] == x.shape[0]:
         target = [-1, *shape[1:]] if all(s != -1 for s in shape[1:]) else [shape[0], *shape[1:]]
     else:
         target = [-1, *shape[1:]] if shape else []
@@ -252,12 +305,12 @@ def view(cx, x, *shape, **kwargs):
     return _reshape_to(cx, x, cx.out_shape)
 
 
-@register_op(torch.flatten, "flatten")
+@register_op(torch.flatten, "flatten", cases=C.custom(C.flatten_build))
 def flatten(cx, x, start_dim=0, end_dim=-1):
     return _reshape_to(cx, x, cx.out_shape)
 
 
-@register_op("unflatten", torch.unflatten)
+@register_op("unflatten", torch.unflatten, cases=C.custom(C.unflatten_build))
 def unflatten(cx, x, *a, **k):
     return _reshape_to(cx, x, cx.out_shape)
 
@@ -272,7 +325,7 @@ def permute(cx, x, *dims, **kwargs):
     return Value(x.t, compose_permute(x.perm, dims), cx.out_shape, x.dtype)
 
 
-@register_op("transpose", torch.transpose, torch.swapaxes, "swapaxes")
+@register_op("transpose", torch.transpose, torch.swapaxes, "swapaxes", cases=C.custom(C.transpose_build))
 def transpose(cx, x, d0, d1):
     dims = list(range(x.rank))
     d0, d1 = d0 % x.rank, d1 % x.rank
@@ -294,10 +347,16 @@ def expand(cx, x, *sizes, **kwargs):
         if reps and x.shape and reps[0] != 1 and x.shape[0] != 1:
             raise ConversionError("repeat along the batch axis is not supported")
         return cx.op("tile", [tensor(0), [1, *reps[1:]] if len(reps) == x.rank else reps], [x], identity(len(out)))
-    if x.rank == len(out) and x.shape[0] == 1 and out[0] != 1:
+    axes = cx.batch_axes()
+    if axes:
+        # Axes that follow the batch take their size at run time: from x where x has it,
+        # else from the model's batch.
+        ref = Value(cx.batch_ref, identity(len(cx.batch_ref.shape)), (), None)
+        return cx.op("expand_dynamic", [tensor(0), tensor(1), list(out), sorted(axes)], [x, ref], identity(len(out)))
+    if x.rank == len(out) and x.shape[0] == 1 and out[0] != 1 and axes is None:
         ref = Value(cx.batch_ref, identity(len(cx.batch_ref.shape)), (), None)
         return cx.op("broadcast_batch", [tensor(0), tensor(1), list(out)], [x, ref], identity(len(out)))
-    return cx.op("broadcast_to", [tensor(0), [-1 if False else d for d in out]], [x], identity(len(out)))
+    return cx.op("broadcast_to", [tensor(0), list(out)], [x], identity(len(out)))
 
 
 @register_op(torch.cat, torch.concat, torch.concatenate, cases=C.custom(C.cat_build))
@@ -327,6 +386,20 @@ def _split_sizes(total, split, chunks=None):
 
 def _slices(cx, x, dim, sizes):
     axis = x.keras_axis(dim)
+    batch = cx.batch_axes(0)
+    if batch and dim % x.rank in batch:
+        # Splitting the axis that follows the batch (RAFT's chunk of the two images' features
+        # stacked along the batch): equal parts, sized at run time.
+        if len(set(sizes)) != 1 or sum(sizes) != x.shape[dim]:
+            raise ConversionError(f"splitting the batch-sized axis {dim} into unequal parts {sizes} depends on "
+                                  "the batch size; split it into equal parts (chunk) instead")
+        outs = []
+        for i in range(len(sizes)):
+            shape = list(x.shape)
+            shape[dim % x.rank] = sizes[i]
+            outs.append(cx.op("chunk_axis", [tensor(0), i, len(sizes), axis], [x], x.perm, shape=tuple(shape),
+                              dtype=x.dtype))
+        return tuple(outs)
     outs, start = [], 0
     for n in sizes:
         index = [[None, None, None]] * x.rank
@@ -344,12 +417,12 @@ def chunk(cx, x, chunks, dim=0):
     return _slices(cx, x, dim, _split_sizes(x.shape[dim], None, chunks))
 
 
-@register_op("split", torch.split)
+@register_op("split", torch.split, cases=C.custom(C.split_sections_build))
 def split(cx, x, split_size_or_sections, dim=0):
     return _slices(cx, x, dim, _split_sizes(x.shape[dim], split_size_or_sections))
 
 
-@register_op("unbind", torch.unbind)
+@register_op("unbind", torch.unbind, cases=C.custom(C.unbind_build))
 def unbind(cx, x, dim=0):
     parts = _slices(cx, x, dim, [1] * x.shape[dim])
     out = []
@@ -369,9 +442,9 @@ def _reshape_from(cx, v, shape):
 def getitem(cx, x, index):
     if not isinstance(x, Value):
         return x[index]
-    if isinstance(index, Value):
-        raise ConversionError("indexing with a tensor is not supported yet")
     index = index if isinstance(index, tuple) else (index,)
+    if any(isinstance(i, Value) for i in index):
+        return _advanced_index(cx, x, index)
     if any(i is None for i in index) or any(isinstance(i, (list, Value)) for i in index):
         x = cx.torch(x)
     # expand Ellipsis to full rank (torch dims)
@@ -403,6 +476,84 @@ def getitem(cx, x, index):
         else:
             raise ConversionError(f"index {k!r} is not supported")
     return cx.op("getitem", [tensor(0), js], [x], perm_out)
+
+
+def _advanced_index(cx, x, index):
+    """x[index] where some entries are integer tensors (torch's advanced indexing): the
+    index tensors broadcast together; their result axes replace the indexed axes where those
+    are adjacent, else lead. Computed as one gather on x with the indexed axes flattened."""
+    x = cx.torch(x)
+    if any(i is None for i in index):
+        raise ConversionError("indexing with tensors and None together is not supported: unsqueeze separately")
+    n_real = sum(1 for i in index if i is not Ellipsis)
+    full = []
+    for i in index:
+        full += [slice(None)] * (x.rank - n_real) if i is Ellipsis else [i]
+    full += [slice(None)] * (x.rank - len(full))
+    for i in full:
+        if isinstance(i, Value) and ("bool" in str(i.dtype) or "float" in str(i.dtype)):
+            raise ConversionError(f"indexing with a {i.dtype} tensor is not supported (a boolean mask gives a "
+                                  "data-dependent shape): use torch.where or multiply by the mask")
+    # 1. slices on the other axes
+    if any(isinstance(i, slice) and i != slice(None) for i in full):
+        sl = [[i.start, i.stop, i.step] if isinstance(i, slice) else [None, None, None] for i in full]
+        shape = tuple(len(range(*i.indices(n))) if isinstance(i, slice) else n for i, n in zip(full, x.shape))
+        x = cx.op("getitem", [tensor(0), sl], [x], identity(x.rank), shape=shape, dtype=x.dtype)
+    adv = [d for d, i in enumerate(full) if not isinstance(i, slice)]
+    rest = [d for d in range(x.rank) if d not in adv]
+    # 2. indexed axes first, flattened into one index (wrapping negative indices)
+    order = adv + rest
+    if order != list(range(x.rank)):
+        x = cx.op("transpose", [tensor(0), order], [x], identity(x.rank),
+                  shape=tuple(x.shape[d] for d in order), dtype=x.dtype)
+    sizes = [x.shape[i] for i in range(len(adv))]
+    batch_x = cx.batch_axes(0)
+    flat, tensors = None, []
+    for k, d in enumerate(adv):
+        stride = int(np.prod(sizes[k + 1:])) if k + 1 < len(sizes) else 1
+        i = full[d]
+        if isinstance(i, Value):
+            if not (batch_x is None and d == 0 or batch_x and d in batch_x):
+                # negative indices count from the end (not along the batch axis, whose size
+                # is only known at run time)
+                i = cx.op("torch_remainder", [tensor(0), sizes[k]], [i], i.perm, shape=i.shape, dtype=i.dtype)
+            i = cx.torch(i)
+            term = i if stride == 1 else cx.op("multiply", [tensor(0), stride], [i], i.perm, shape=i.shape,
+                                                dtype=i.dtype)
+            if flat is None:
+                flat = term
+            else:
+                shape = tuple(np.broadcast_shapes(flat.shape, term.shape))
+                flat = cx.op("add", [tensor(0), tensor(1)], [flat, term], identity(len(shape)), shape=shape,
+                             dtype=i.dtype)
+        else:
+            tensors.append(int(i) % sizes[k] * stride)
+    if tensors:
+        flat = cx.op("add", [tensor(0), sum(tensors)], [flat], flat.perm, shape=flat.shape, dtype=flat.dtype)
+    rest_shape = [x.shape[len(adv) + j] for j in range(len(rest))]
+    batch = cx.batch_axes(0)
+    dynamic = [j for j, d in enumerate(rest) if (batch is None and d == 0) or (batch and d in batch)]
+    rest_target = [-1 if j in dynamic else n for j, n in enumerate(rest_shape)]
+    if dynamic and any(d in adv for d in (batch or {0})):
+        raise ConversionError("indexing the batch axis with tensors while another axis also follows the batch")
+    if dynamic:
+        target_rest = rest_target
+        x = cx.op("reshape", [tensor(0), [int(np.prod(sizes)), *target_rest]], [x], identity(1 + len(rest)),
+                  shape=(int(np.prod(sizes)), *rest_shape), dtype=x.dtype)
+        out_lead = list(flat.shape)
+        y = cx.op("take", [tensor(0), tensor(1)], [x, flat], identity(len(out_lead) + len(rest)),
+                  shape=(*out_lead, *rest_shape), dtype=x.dtype, kwargs={"axis": 0})
+    else:
+        out_lead = list(flat.shape)
+        y = cx.op("gather_flat", [tensor(0), tensor(1), len(adv), rest_shape], [x, flat],
+                  identity(len(out_lead) + len(rest)), shape=(*out_lead, *rest_shape), dtype=x.dtype)
+    # 3. adjacent indexed axes: their result axes go where the first of them was
+    out = tuple(cx.out_shape)
+    if adv == list(range(adv[0], adv[-1] + 1)) and adv[0] > 0:
+        nb = len(out_lead)
+        move = list(range(nb, nb + adv[0])) + list(range(nb)) + list(range(nb + adv[0], nb + len(rest)))
+        y = cx.op("transpose", [tensor(0), move], [y], identity(len(move)), shape=out, dtype=x.dtype)
+    return Value(y.t, y.perm, out, y.dtype)
 
 
 # ---- reductions -----------------------------------------------------------------------------
@@ -443,7 +594,7 @@ def matmul(cx, a, b):
     return cx.op("matmul", [tensor(0), tensor(1)], [a, b], identity(len(cx.out_shape)))
 
 
-@register_op(F.linear)
+@register_op(F.linear, cases=C.custom(C.linear_build))
 def linear(cx, x, weight, bias=None):
     w = cx.torch(weight)
     x = cx.torch(x)
@@ -463,20 +614,26 @@ def _via_module(make):
     return conv
 
 
-register_op(F.adaptive_avg_pool1d)(_via_module(lambda s: nn.AdaptiveAvgPool1d(s)))
-register_op(F.adaptive_avg_pool2d)(_via_module(lambda s: nn.AdaptiveAvgPool2d(s)))
-register_op(F.adaptive_avg_pool3d)(_via_module(lambda s: nn.AdaptiveAvgPool3d(s)))
-register_op(F.max_pool1d)(_via_module(lambda *a, **k: nn.MaxPool1d(*a, **k)))
-register_op(F.max_pool2d)(_via_module(lambda *a, **k: nn.MaxPool2d(*a, **k)))
-register_op(F.max_pool3d)(_via_module(lambda *a, **k: nn.MaxPool3d(*a, **k)))
+register_op(F.adaptive_avg_pool1d, cases=C.custom(C.adaptive_avg_pool(1)))(
+    _via_module(lambda s: nn.AdaptiveAvgPool1d(s)))
+register_op(F.adaptive_avg_pool2d, cases=C.custom(C.adaptive_avg_pool(2)))(
+    _via_module(lambda s: nn.AdaptiveAvgPool2d(s)))
+register_op(F.adaptive_avg_pool3d, cases=C.custom(C.adaptive_avg_pool(3)))(
+    _via_module(lambda s: nn.AdaptiveAvgPool3d(s)))
+register_op(F.max_pool1d, F.max_pool1d_with_indices, cases=C.custom(C.max_pool(1)))(
+    _via_module(lambda *a, **k: nn.MaxPool1d(*a, **k)))
+register_op(F.max_pool2d, F.max_pool2d_with_indices, cases=C.custom(C.max_pool(2)))(
+    _via_module(lambda *a, **k: nn.MaxPool2d(*a, **k)))
+register_op(F.max_pool3d, F.max_pool3d_with_indices, cases=C.custom(C.max_pool(3)))(
+    _via_module(lambda *a, **k: nn.MaxPool3d(*a, **k)))
 
 
-@register_op(F.avg_pool2d)
+@register_op(F.avg_pool2d, cases=C.custom(C.avg_pool2d_build))
 def avg_pool2d(cx, x, *args, **kwargs):
     return cx.module(nn.AvgPool2d(*args, **kwargs), [x])
 
 
-@register_op(F.interpolate)
+@register_op(F.interpolate, cases=C.custom(C.interpolate_build))
 def interpolate(cx, x, size=None, scale_factor=None, mode="nearest", align_corners=None,
                 recompute_scale_factor=None, antialias=False):
     if antialias:
@@ -485,7 +642,7 @@ def interpolate(cx, x, size=None, scale_factor=None, mode="nearest", align_corne
                                  recompute_scale_factor=recompute_scale_factor), [x])
 
 
-@register_op(F.pad)
+@register_op(F.pad, cases=C.custom(C.pad_build))
 def pad(cx, x, pad, mode="constant", value=None):
     from ..layers.pad import Pad
 
@@ -496,9 +653,10 @@ def pad(cx, x, pad, mode="constant", value=None):
     return cx.layer(Pad(tuple(pad), mode=mode, value=float(value or 0.0), channels_last=cl), [x], x.perm)
 
 
-@register_op(F.layer_norm)
+@register_op(F.layer_norm, cases=C.custom(C.layer_norm_build))
 def layer_norm(cx, x, normalized_shape, weight=None, bias=None, eps=1e-5):
-    m = nn.LayerNorm(normalized_shape, eps=eps, elementwise_affine=weight is not None, bias=bias is not None)
+    m = nn.LayerNorm(normalized_shape, eps=eps, elementwise_affine=weight is not None or bias is not None,
+                     bias=bias is not None)
     _copy_constants(m, {"weight": weight, "bias": bias})
     return cx.module(m, [x])
 
@@ -527,12 +685,12 @@ def roll(cx, x, shifts, dims=None):
                  kwargs={"shift": [int(s) for s in shifts], "axis": [x.keras_axis(d) for d in dims]})
 
 
-@register_op(F.batch_norm)
+@register_op(F.batch_norm, cases=C.custom(C.batch_norm_build))
 def batch_norm(cx, x, running_mean, running_var, weight=None, bias=None, training=False, momentum=0.1, eps=1e-5):
     if training or running_mean is None:
         raise ConversionError("F.batch_norm in training mode (batch statistics) cannot be converted; call model.eval()")
     cls = {2: nn.BatchNorm1d, 3: nn.BatchNorm1d, 4: nn.BatchNorm2d, 5: nn.BatchNorm3d}[x.rank]
-    m = cls(x.shape[1], eps=eps, affine=weight is not None)
+    m = cls(x.shape[1], eps=eps, affine=weight is not None or bias is not None)
     _copy_constants(m, {"weight": weight, "bias": bias, "running_mean": running_mean, "running_var": running_var})
     return cx.module(m, [x])
 
@@ -541,12 +699,24 @@ def _sdpa_cases(draw):
     from hypothesis import strategies as st
 
     b, h, lq, lk, e = (draw(st.integers(1, 4)) for _ in range(5))
-    kind = draw(st.sampled_from(["none", "bool", "float", "causal"]))
+    kind = draw(st.sampled_from(["none", "bool", "float", "causal", "gqa", "batch_mask"]))
     scale = draw(st.sampled_from([None, 0.3]))
-    q, k, v = C.draw_inputs(draw, (b, h, lq, e), (b, h, lk, e), (b, h, lk, e))
+    ev = draw(st.integers(1, 4))
+    if kind == "gqa":
+        hk = draw(st.integers(1, 3))
+        q, k, v = C.draw_inputs(draw, (b, hk * h, lq, e), (b, hk, lk, e), (b, hk, lk, ev))
+        causal = draw(st.booleans())
+        return (lambda q_, k_, v_: F.scaled_dot_product_attention(q_, k_, v_, is_causal=causal, scale=scale,
+                                                                  enable_gqa=True)), \
+            f"sdpa gqa causal={causal} scale={scale}", [q, k, v]
+    q, k, v = C.draw_inputs(draw, (b, h, lq, e), (b, h, lk, e), (b, h, lk, ev))
+    if kind == "batch_mask":
+        # a per-sample boolean mask (a model input) with some rows fully masked: torch gives zeros
+        mask = np.random.default_rng(lq * 7 + lk + b).random((b, 1, lq, lk)) > 0.5
+        return (lambda q_, k_, v_, m_: F.scaled_dot_product_attention(q_, k_, v_, attn_mask=m_, scale=scale)), \
+            f"sdpa per-sample bool mask scale={scale}", [q, k, v, mask]
     if kind == "bool":
         mask = torch.tensor(np.random.default_rng(lq * 7 + lk).random((lq, lk)) > 0.3)
-        mask[:, 0] = True
         return (lambda q_, k_, v_: F.scaled_dot_product_attention(q_, k_, v_, attn_mask=mask, scale=scale)), \
             f"sdpa bool mask scale={scale}", [q, k, v]
     if kind == "float":
@@ -561,24 +731,22 @@ def _sdpa_cases(draw):
 @register_op(F.scaled_dot_product_attention, cases=C.custom(_sdpa_cases))
 def scaled_dot_product_attention(cx, q, k, v, attn_mask=None, dropout_p=0.0, is_causal=False, scale=None,
                                  enable_gqa=False):
-    if enable_gqa and q.shape[-3] != k.shape[-3]:
-        raise ConversionError("scaled_dot_product_attention(enable_gqa=True) with fewer key heads is not supported yet")
-    q, k, v = cx.torch(q), cx.torch(k), cx.torch(v)
-    e = q.shape[-1]
-    scale = float(scale) if scale is not None else 1.0 / math.sqrt(e)
-    lq, lk = q.shape[-2], k.shape[-2]
-    r = q.rank
-    sshape = (*q.shape[:-1], lk)
-    kt = cx.op("swapaxes", [tensor(0), -1, -2], [k], identity(r), shape=(*k.shape[:-2], e, lk), dtype=k.dtype)
-    s = cx.op("matmul", [tensor(0), tensor(1)], [q, kt], identity(r), shape=sshape, dtype=q.dtype)
-    s = cx.op("multiply", [tensor(0), scale], [s], identity(r), shape=sshape, dtype=q.dtype)
-    if is_causal:
-        attn_mask = cx.const(np.tril(np.ones((lq, lk), dtype=bool)))
+    from ..layers.sdpa import ScaledDotProductAttention
+
+    if dropout_p:
+        raise ConversionError(f"scaled_dot_product_attention(dropout_p={dropout_p}) drops attention weights at "
+                              "random even in eval mode: pass dropout_p=0.0 when not training")
+    if q.rank >= 3 and q.shape[-3] != k.shape[-3]:
+        if not enable_gqa:
+            raise ConversionError(f"query has {q.shape[-3]} heads, key {k.shape[-3]}: torch needs enable_gqa=True")
+        if q.shape[-3] % k.shape[-3]:
+            raise ConversionError(f"enable_gqa: key heads ({k.shape[-3]}) must divide query heads ({q.shape[-3]})")
+    layer = ScaledDotProductAttention(scale=None if scale is None else float(scale), is_causal=bool(is_causal),
+                                      enable_gqa=bool(enable_gqa))
+    tensors = [cx.torch(q), cx.torch(k), cx.torch(v)]
     if attn_mask is not None:
-        (s, m), _ = _align(cx, [s, attn_mask])
-        if m.dtype == torch.bool:
-            s = cx.op("where", [tensor(0), tensor(1), float("-inf")], [m, s], identity(r), shape=sshape, dtype=q.dtype)
-        else:
-            s = cx.op("add", [tensor(0), tensor(1)], [s, m], identity(r), shape=sshape, dtype=q.dtype)
-    p = cx.op("softmax", [tensor(0)], [s], identity(r), shape=sshape, dtype=q.dtype, kwargs={"axis": -1})
-    return cx.op("matmul", [tensor(0), tensor(1)], [p, v], identity(r))
+        if not isinstance(attn_mask, Value):
+            attn_mask = cx.const(np.asarray(attn_mask))
+        tensors.append(cx.torch(attn_mask))
+    out = cx.layer(layer, tensors, identity(q.rank))
+    return Value(out.t, out.perm, out.shape, q.dtype)

@@ -17,6 +17,7 @@ from __future__ import annotations
 import numpy as np
 
 from .._backend import HAVE_TORCHVISION
+from . import cases as C
 from . import register_op
 
 #: Functions fx must record as leaf calls (pass as fx.Tracer(autowrap_functions=AUTOWRAP)):
@@ -35,7 +36,7 @@ if HAVE_TORCHVISION:
     from ..layers.nms import NonMaxSuppression
     from ..trace import Value, identity
 
-    @register_op(_stochastic_depth)
+    @register_op(_stochastic_depth, cases=C.custom(C.stochastic_depth_build))
     def stochastic_depth(cx, x, p, mode, training=True):
         # Identity at inference, which is what is converted.
         return x
@@ -64,12 +65,13 @@ if HAVE_TORCHVISION:
                 m.bias.copy_(b)
         return cx.module(m, [x, offset] + ([mask] if mask is not None else []))
 
-    @register_op(torchvision.ops.deform_conv2d)
+    @register_op(torchvision.ops.deform_conv2d, cases=C.custom(C.deform_conv2d_build))
     def deform_conv2d(cx, input, offset, weight, bias=None, stride=(1, 1), padding=(0, 0), dilation=(1, 1),
                       mask=None):
         return _deform(cx, input, offset, weight, bias, stride, padding, dilation, mask)
 
-    @register_op(torch.ops.torchvision.deform_conv2d, torch.ops.torchvision.deform_conv2d.default)
+    @register_op(torch.ops.torchvision.deform_conv2d, torch.ops.torchvision.deform_conv2d.default,
+                 cases=C.custom(C.deform_conv2d_aten_build))
     def deform_conv2d_aten(cx, input, weight, offset, mask, bias, stride_h, stride_w, pad_h, pad_w, dil_h, dil_w,
                            n_weight_grps, n_offset_grps, use_mask):
         return _deform(cx, input, offset, weight, bias, (stride_h, stride_w), (pad_h, pad_w), (dil_h, dil_w),
@@ -95,15 +97,16 @@ if HAVE_TORCHVISION:
         return cx.op("concatenate", [[{"__tensor__": j} for j in range(len(parts))], 0], parts, identity(2),
                      shape=(total, 5), dtype=parts[0].dtype)
 
-    @register_op(torchvision.ops.roi_align)
+    @register_op(torchvision.ops.roi_align, cases=C.custom(C.roi_align_build))
     def roi_align(cx, input, boxes, output_size, spatial_scale=1.0, sampling_ratio=-1, aligned=False):
         return cx.module(RoIAlign(output_size, spatial_scale, sampling_ratio, aligned), [input, _roi_input(cx, boxes)])
 
-    @register_op(torch.ops.torchvision.roi_align, torch.ops.torchvision.roi_align.default)
+    @register_op(torch.ops.torchvision.roi_align, torch.ops.torchvision.roi_align.default,
+                 cases=C.custom(C.roi_align_aten_build))
     def roi_align_aten(cx, input, rois, spatial_scale, pooled_height, pooled_width, sampling_ratio, aligned):
         return cx.module(RoIAlign((pooled_height, pooled_width), spatial_scale, sampling_ratio, aligned), [input, rois])
 
-    @register_op(torchvision.ops.roi_pool)
+    @register_op(torchvision.ops.roi_pool, cases=C.custom(C.roi_pool_build))
     def roi_pool(cx, input, boxes, output_size, spatial_scale=1.0):
         return cx.module(RoIPool(output_size, spatial_scale), [input, _roi_input(cx, boxes)])
 

@@ -1,4 +1,5 @@
-"""Public test helpers: Hypothesis building blocks for converter cases, and assert_parity.
+"""Public test helpers: Hypothesis building blocks for converter cases, assert_parity, and
+the torch reference side of a recreation script (reference_model, random_batches).
 
 Users property-test the converters they register for their own modules with these::
 
@@ -12,5 +13,7 @@ Users property-test the converters they register for their own modules with thes
 
 from .cases import Case, assert_informative, calibrate_batchnorm_, make_case, randomize_
 from .parity import assert_parity, parity_error
+from .reference import random_batches, reference_model
 
-__all__ = ["Case", "assert_informative", "assert_parity", "calibrate_batchnorm_", "make_case", "parity_error", "randomize_"]
+__all__ = ["Case", "assert_informative", "assert_parity", "calibrate_batchnorm_", "make_case", "parity_error",
+           "random_batches", "randomize_", "reference_model"]

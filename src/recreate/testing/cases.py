@@ -92,16 +92,17 @@ def calibrate_batchnorm_(model, *inputs):
     return model.eval()
 
 
-def assert_informative(model, *input_batches, min_abs: float = 1e-3):
+def assert_informative(model, *input_batches, min_abs: float = 1e-3, kwargs: dict | None = None):
     """Fail when a reference model cannot tell a converter's mistakes apart: its output is
     near zero, or does not change when the input does (zero-initialised heads, default
-    statistics, models that ignore their input). Give two or more different input batches."""
+    statistics, models that ignore their input). Give two or more different input batches;
+    `kwargs` go to every forward() call."""
     import torch
 
     from ..convert import flatten_outputs
 
     with torch.no_grad():
-        outs = [[o.detach().double() for o in flatten_outputs(model(*_tuple(b)))] for b in input_batches]
+        outs = [[o.detach().double() for o in flatten_outputs(model(*_tuple(b), **(kwargs or {})))] for b in input_batches]
     for i, first in enumerate(outs[0]):
         peak = float(first.abs().max()) if first.numel() else 0.0
         if peak < min_abs:
