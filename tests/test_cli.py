@@ -141,3 +141,34 @@ def test_scaffold_resnet18_script_runs_and_passes(project):
     pytest.importorskip("torchvision")
     text = _scaffold_and_run(project, "torchvision.models:resnet18", "2,3,32,32", "recreate_resnet18.py")
     assert "layer4_1_conv2 = keras.layers.Conv2D(name='layer4.1.conv2'" in text
+
+
+SHARED = '''
+import torch
+from torch import nn
+
+
+class Refine(nn.Module):
+    """One module with weights applied three times (an iterative refinement, as RAFT's
+    update block): its Keras layer is shared, called three times."""
+
+    def __init__(self):
+        super().__init__()
+        self.step = nn.Linear(6, 6)
+        self.out = nn.Linear(6, 2)
+
+    def forward(self, x):
+        for _ in range(3):
+            x = x + torch.tanh(self.step(x))
+        return self.out(x)
+
+
+def refine():
+    return Refine().eval()
+'''
+
+
+def test_scaffold_shared_layer_script_runs_and_passes(project):
+    (project / "sharednet.py").write_text(SHARED)
+    text = _scaffold_and_run(project, "sharednet:refine", "2,6", "recreate_shared.py")
+    assert "step_layer = keras.layers.Dense(" in text and text.count("step_layer(") == 3

@@ -342,3 +342,56 @@ def test_hugging_face_llama_gqa_rotary_left_padding():
     assert_informative(m, (ids, mask), (ids, _padded(2, 9, [1, 4], left=True)))
     report = recreate.verify(m, km, [(ids, mask), (ids3, mask3)])
     assert report.passed, str(report)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["inception_v3", "deeplabv3_mobilenet_v3_large", "s3d"])
+def test_more_torchvision_families(name):
+    # Randomised and batch-norm-calibrated: with default init DeepLabV3 and S3D give the
+    # same output for any input (assert_informative in _check guards that).
+    if name == "inception_v3":
+        m, shape = torchvision.models.inception_v3(aux_logits=False, init_weights=False, num_classes=10), (3, 96, 96)
+    elif name == "s3d":
+        m, shape = torchvision.models.video.s3d(num_classes=10), (3, 16, 224, 224)
+    else:
+        m, shape = torchvision.models.segmentation.deeplabv3_mobilenet_v3_large(
+            weights=None, weights_backbone=None, num_classes=4, aux_loss=False), (3, 64, 64)
+    randomize_(m, 0)
+    calibrate_batchnorm_(m, _seeded(4, *shape, seed=1))
+    _check(m, _seeded(2, *shape))
+
+
+class _CondModel(nn.Module):
+    """torch.cond on a value of the input, modules inside both branches (one in both)."""
+
+    def __init__(self):
+        super().__init__()
+        self.stem = nn.Conv2d(3, 4, 3, padding=1)
+        self.a, self.b, self.head = nn.Linear(4, 4), nn.Linear(4, 4), nn.Linear(4, 3)
+
+    def forward(self, x):
+        h = self.stem(x).mean(dim=(2, 3))
+        h = torch.cond(x.mean() > 0, lambda t: self.a(t).relu(), lambda t: self.b(t) * 2 + self.a(t), (h,))
+        return self.head(h)
+
+
+def test_torch_cond_becomes_keras_cond(tmp_path):
+    import tensorflow as tf
+
+    m = randomize_(_CondModel(), 0)
+    x = _seeded(2, 3, 8, 8)
+    pos = [_seeded(2, 3, 8, 8, seed=s).abs() + 0.1 for s in (3, 4)]  # inputs that take each branch
+    neg = [-_seeded(2, 3, 8, 8, seed=s).abs() - 0.1 for s in (5, 6)]
+    assert_informative(m, pos[0], neg[0])
+    km = recreate.convert(m, x)
+    assert any(type(lyr).__name__ == "Cond" for lyr in km.layers)
+    report = recreate.verify(m, km, [pos[0], neg[0], pos[-1], neg[-1]])
+    assert report.passed, str(report)
+    graph = tf.function(lambda t: km(t))
+    for b in (pos[0], neg[0]):
+        want = m(b).detach().numpy()
+        assert np.abs(np.asarray(graph(tf.constant(b.numpy()))) - want).max() < 1e-5
+    path = tmp_path / "cond.keras"
+    km.save(path)
+    back = keras.saving.load_model(path, safe_mode=True)
+    assert np.abs(np.asarray(back(neg[0].numpy())) - m(neg[0]).detach().numpy()).max() < 1e-5

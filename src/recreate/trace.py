@@ -12,6 +12,14 @@ of size 1 that is a free reshape.
 Tracing uses torch.fx with registered module types as leaves. Code that fx cannot trace
 (data-dependent Python control flow) raises UntraceableError naming the module and source
 line: register a converter for that module (or recreate it by hand) and it becomes a leaf.
+
+Why torch.fx and not torch.export: fx records the calls the model's source makes
+(F.interpolate, x.view, torch.cond), which map one-to-one onto the op registry, each with a
+Hypothesis property; torch.export lowers to a few hundred aten ops (a second registry) and
+needs unflatten to get module calls back. What fx alone could not do (RAFT's shape checks
+and Python loop, Hugging Face's mask building and item assignment) the concrete fallback
+tracer does: proxies carry the example's real tensors, so Python sees real shapes; a second
+trace with one more sample finds what depends on the batch size (see `_batch_args_by_retracing`).
 """
 
 from __future__ import annotations
@@ -261,9 +269,11 @@ class _Converter:
             layers = seen.get(key)
             if layers is None:
                 # The first call owns the module's path (transfer_weights fills it); a call
-                # with other shapes or arguments gets layers holding copies of the weights.
-                copy_weights = bool(seen)
-                layers = seen[key] = entry.make_layers(module, ctx, self.module_name(path))
+                # with other shapes or arguments, or in a torch.cond branch when the path is
+                # taken, gets layers holding copies of the weights.
+                name = self.module_name(path)
+                copy_weights = bool(seen) or name != path
+                layers = seen[key] = entry.make_layers(module, ctx, name)
         if layers is None:
             layers = entry.make_layers(module, ctx, name)
         y = None
@@ -363,7 +373,7 @@ def trace(model, example_inputs=None, kwargs: dict | None = None):
             break
         tracer = tracer_cls()
         try:
-            with _unwrapped_functions(), warnings.catch_warnings():
+            with _unwrapped_functions(), _recorded_cond(), warnings.catch_warnings():
                 warnings.simplefilter("ignore")
                 concrete = _default_args(model, example_inputs, kwargs)
                 if tracer_cls is LeafTracer:
@@ -401,7 +411,7 @@ def _batch_args_by_retracing(tracer_cls, model, xs, concrete, graph, kwargs=None
 
         bigger = [grow(x) for x in xs]
         bigger_kw = {k: grow(v) if isinstance(v, torch.Tensor) else v for k, v in (kwargs or {}).items()}
-        with _unwrapped_functions(), warnings.catch_warnings():
+        with _unwrapped_functions(), _recorded_cond(), warnings.catch_warnings():
             warnings.simplefilter("ignore")
             other = tracer_cls().trace(model, _example_args(model, bigger, bigger_kw), concrete_args=concrete)
     except Exception:  # noqa: BLE001 - best effort
@@ -565,6 +575,94 @@ class _unwrapped_functions:
         return False
 
 
+_BRANCHES: dict[int, tuple] = {}  # torch.cond branch functions recorded while tracing
+
+
+def cond_call(pred, key: int, operands):
+    """What a traced torch.cond becomes: one graph node; run, it is torch.cond itself."""
+
+    true_fn, false_fn = _BRANCHES[key]
+    return _ORIGINAL_COND[0](pred, true_fn, false_fn, tuple(operands))
+
+
+_ORIGINAL_COND: list = []
+
+
+class _recorded_cond:
+    """While tracing, torch.cond on traced values is recorded as a `cond_call` node (fx
+    cannot trace it: it checks that the predicate is a real tensor); its branches are
+    traced when the node is converted (recreate.ops.control_flow)."""
+
+    def __enter__(self):
+        import torch
+
+        if not _ORIGINAL_COND:
+            _ORIGINAL_COND.append(torch.cond)
+        original = _ORIGINAL_COND[0]
+
+        def traced_cond(pred, true_fn, false_fn, operands=(), *args, **kwargs):
+            import torch.fx
+
+            proxies = [v for v in (pred, *operands) if isinstance(v, torch.fx.Proxy)]
+            if not proxies:
+                return original(pred, true_fn, false_fn, operands, *args, **kwargs)
+            key = len(_BRANCHES)
+            _BRANCHES[key] = (true_fn, false_fn)
+            return proxies[0].tracer.create_proxy("call_function", cond_call, (pred, key, tuple(operands)), {})
+
+        self.saved = torch.cond
+        torch.cond = traced_cond
+        return self
+
+    def __exit__(self, *exc):
+        import torch
+
+        torch.cond = self.saved
+        return False
+
+
+def convert_branch(conv, key: int, branch: int, feeds: list, name: str):
+    """One branch function of a recorded torch.cond as a keras.Model over `feeds` (Values in
+    PyTorch layout). The branch is traced with the model's modules as its own, so modules
+    keep their paths as layer names (transfer_weights fills them where the name is free)."""
+    import torch
+    from torch.fx.passes.shape_prop import ShapeProp
+
+    fn = _BRANCHES[key][branch]
+    n = len(feeds)
+    params = ", ".join(f"x{i}" for i in range(n))
+    scope: dict = {}
+    exec(f"def forward(self, {params}):\n    return self._recreate_fn({params})", scope)  # noqa: S102 - fixed template
+    root = conv.model
+    wrapper = type("Branch", (torch.nn.Module,), {"forward": scope["forward"]})()
+    for attr in ("_modules", "_parameters", "_buffers"):
+        wrapper.__dict__[attr] = root.__dict__[attr]  # the same module tree: paths stay the same
+    object.__setattr__(wrapper, "_recreate_fn", fn)
+    examples = [torch.randn(v.shape).to(v.dtype) if v.dtype.is_floating_point else torch.zeros(v.shape, dtype=v.dtype)
+                for v in feeds]
+    gm = trace(wrapper, examples)
+    with torch.no_grad():
+        ShapeProp(gm).propagate(*examples)
+    inputs, env = [], {}
+    saved = conv.batch_ref, conv.batch_shapes, conv.module_layers
+    placeholders = [nd for nd in gm.graph.nodes if nd.op == "placeholder"]
+    for node, v in zip(placeholders, feeds):
+        inp = keras.Input(batch_shape=(None, *v.shape[1:]) if v.rank else (), dtype=str(v.dtype).replace("torch.", ""),
+                          name=conv.fresh(f"{name}.{node.name}"))
+        inputs.append(inp)
+        env[node] = Value(inp, identity(v.rank), v.shape, v.dtype)
+    # Layers are not shared with the rest of the model (Keras does not restore a layer
+    # shared between nested models from a .keras file): a module already converted elsewhere
+    # gets a copy holding its weights.
+    conv.batch_ref, conv.batch_shapes, conv.module_layers = inputs[0], None, {}
+    try:
+        outputs = _convert_graph(conv, gm, env, examples)
+    finally:
+        conv.batch_ref, conv.batch_shapes, conv.module_layers = saved
+    outs = [conv.to_perm(v, identity(v.rank)).t for v in _leaves(outputs) if isinstance(v, Value)]
+    return keras.Model(inputs[0] if n == 1 else inputs, outs[0] if len(outs) == 1 else outs, name=conv.fresh(name))
+
+
 def _innermost_module_frame(exc, model) -> str:
     import traceback
 
@@ -581,8 +679,7 @@ def convert_traced(model, xs: list, io_layout: str, kwargs: dict | None = None, 
     torch = require_torch("convert")
     from torch.fx.passes.shape_prop import ShapeProp
 
-    from . import ops as op_registry
-    from .ops import builtin, sampling, vision  # noqa: F401  (registers the built-in op converters)
+    from .ops import builtin, control_flow, sampling, vision  # noqa: F401  (registers the op converters)
 
     kwargs = dict(kwargs or {})
     tensor_kw = {k: (v if isinstance(v, torch.Tensor) else torch.as_tensor(np.asarray(v)))
@@ -633,13 +730,61 @@ def convert_traced(model, xs: list, io_layout: str, kwargs: dict | None = None, 
         if conv.batch_ref is None:
             conv.batch_ref = inp
 
+    conv.batch_shapes = batch_shapes
+    outputs = _convert_graph(conv, gm, env, xs)
+    flat = [v for v in _leaves(outputs) if isinstance(v, Value)]
+    final = []
+    for v in flat:
+        want = channels_last(v.rank) if (io_layout == "keras" and v.rank >= 3) else identity(v.rank)
+        final.append(conv.to_perm(v, want).t)
+    km = keras.Model(inputs[0] if len(inputs) == 1 else inputs, final[0] if len(final) == 1 else final,
+                     name=name or _model_name(type(model).__name__))
+    from .transfer import transfer_weights
+
+    report = transfer_weights(model, km, strict=False)
+    if report.unassigned_keras:
+        raise ConversionError(f"converted layers left without weights: {report.unassigned_keras}")
+    used_as_constants = set(conv.constant_keys)
+    # A module that no output depends on (Hugging Face's pooler when only hidden states are
+    # returned) leaves its tensors unused legitimately; a called module that did not take all
+    # of its tensors points at its converter.
+    live, stack = set(), [n for n in gm.graph.nodes if n.op == "output"]
+    while stack:  # the nodes that the outputs depend on
+        n = stack.pop()
+        if n not in live:
+            live.add(n)
+            stack.extend(n.all_input_nodes)
+    called = {n.target for n in live if n.op == "call_module"}
+    unused = [k for k in report.unused_torch if k not in used_as_constants
+              and any(k.startswith(f"{c}.") for c in called)]
+    if unused:
+        raise ConversionError(
+            f"torch tensors not used by the converted model: {unused[:20]}. A module that "
+            "holds them was converted without them: check its converter"
+        )
+    return km
+
+
+def _model_name(cls_name: str) -> str:
+    """A Keras model name valid as a TF name scope (which must not start with "_")."""
+    import re
+
+    return re.sub(r"[^A-Za-z0-9_.\-]", "_", cls_name).lstrip("_") or "model"
+
+
+def _convert_graph(conv, gm, env: dict, xs):
+    """Convert the nodes of `gm` in order (placeholders already in `env`); return the
+    output structure with Values in it."""
+    import torch
+
+    from . import ops as op_registry
+
     def load(a):
         return torch.fx.node.map_arg(a, lambda n: env[n])
 
     outputs = None
     batch_nodes: set = set()  # nodes whose Python value depends on the example's batch size
     baked = getattr(gm, "_recreate_batch_nodes", set())
-    conv.batch_shapes = batch_shapes
     batch_nodes.update(n for n in gm.graph.nodes if n.name in baked)
     for node in gm.graph.nodes:
         if node.op == "placeholder":
@@ -691,37 +836,7 @@ def convert_traced(model, xs: list, io_layout: str, kwargs: dict | None = None, 
                 raise ConversionError(f"converting {node.format_node()} ({_source_line(node)}): {e}") from e
         elif node.op == "output":
             outputs = load(node.args[0])
-    flat = [v for v in _leaves(outputs) if isinstance(v, Value)]
-    final = []
-    for v in flat:
-        want = channels_last(v.rank) if (io_layout == "keras" and v.rank >= 3) else identity(v.rank)
-        final.append(conv.to_perm(v, want).t)
-    km = keras.Model(inputs[0] if len(inputs) == 1 else inputs, final[0] if len(final) == 1 else final,
-                     name=name or type(model).__name__)
-    from .transfer import transfer_weights
-
-    report = transfer_weights(model, km, strict=False)
-    if report.unassigned_keras:
-        raise ConversionError(f"converted layers left without weights: {report.unassigned_keras}")
-    used_as_constants = set(conv.constant_keys)
-    # A module that no output depends on (Hugging Face's pooler when only hidden states are
-    # returned) leaves its tensors unused legitimately; a called module that did not take all
-    # of its tensors points at its converter.
-    live, stack = set(), [n for n in gm.graph.nodes if n.op == "output"]
-    while stack:  # the nodes that the outputs depend on
-        n = stack.pop()
-        if n not in live:
-            live.add(n)
-            stack.extend(n.all_input_nodes)
-    called = {n.target for n in live if n.op == "call_module"}
-    unused = [k for k in report.unused_torch if k not in used_as_constants
-              and any(k.startswith(f"{c}.") for c in called)]
-    if unused:
-        raise ConversionError(
-            f"torch tensors not used by the converted model: {unused[:20]}. A module that "
-            "holds them was converted without them: check its converter"
-        )
-    return km
+    return outputs
 
 
 def _shapes_with_one_more(gm, args: list, tensor_nodes: set, ShapeProp) -> dict | None:

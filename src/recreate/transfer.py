@@ -249,7 +249,8 @@ def _sub_state(flat: dict, tname: str) -> dict[str, str]:
 def _sublayers(layer) -> list:
     if isinstance(layer, keras.Model):
         return list(layer.layers)
-    return []
+    own = getattr(layer, "sublayers_for_transfer", None)  # recreate.layers.Cond's branch models
+    return list(own()) if callable(own) else []
 
 
 def _variables(layer) -> dict[str, Any]:

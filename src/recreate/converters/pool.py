@@ -49,6 +49,24 @@ def _tuple(v, n):
     return tuple(int(a) for a in v) if isinstance(v, (tuple, list)) else (int(v),) * n
 
 
+def _ints(draw, n: int, low: int, high: int) -> tuple[int, ...]:
+    """n integers drawn from [low, high] (a kernel, stride or output size per spatial axis)."""
+    return tuple(draw(st.integers(low, high)) for _ in range(n))
+
+
+def _kernel_stride_padding(draw, n: int, max_kernel: int):
+    """Per-axis kernel, stride (1-3) and padding (torch: at most half the kernel)."""
+    k = _ints(draw, n, 1, max_kernel)
+    s = _ints(draw, n, 1, 3)
+    return k, s, tuple(draw(st.integers(0, kk // 2)) for kk in k)
+
+
+def _batch_channels_rng(draw):
+    """Batch (1-2), channels (1-3) and a seeded generator, for cases that make their own inputs."""
+    batch, channels = draw(st.integers(1, 2)), draw(st.integers(1, 3))
+    return batch, channels, np.random.default_rng(draw(SEEDS))
+
+
 def _maybe_tuple(draw, values):
     """An int when every axis agrees and Hypothesis says so (torch accepts both forms)."""
     values = tuple(values)
@@ -57,32 +75,43 @@ def _maybe_tuple(draw, values):
 
 # ---------------------------------------------------------------------------- max pooling
 
-def _maxpool_cases(torch_type):
+def _window_pool_cases(torch_type):
+    """MaxPool and AvgPool: kernel, stride, padding (torch: at most half the kernel), ceil_mode,
+    then dilation and return_indices (max) or count_include_pad and divisor_override (avg)."""
     n = _NDIM[torch_type]
+    is_max = torch_type in _MAXPOOL
 
     @st.composite
     def case(draw):
-        k = tuple(draw(st.integers(1, 4 if n < 3 else 3)) for _ in range(n))
-        d = tuple(draw(st.sampled_from([1, 1, 1, 2, 3])) for _ in range(n))
-        s = tuple(draw(st.integers(1, 3)) for _ in range(n))
+        k, s, p = _kernel_stride_padding(draw, n, 4 if n < 3 else 3)
+        d = tuple(draw(st.sampled_from([1, 1, 1, 2, 3])) if is_max else 1 for _ in range(n))
         eff = [dd * (kk - 1) + 1 for kk, dd in zip(k, d)]
-        p = tuple(draw(st.integers(0, kk // 2)) for kk in k)  # torch: at most half the kernel
-        spatial = tuple(draw(st.integers(max(1, e - 2 * pp), max(1, e - 2 * pp) + (5 if n == 3 else 9)))
-                        for e, pp in zip(eff, p))
-        m = torch_type(_maybe_tuple(draw, k), stride=_maybe_tuple(draw, s), padding=_maybe_tuple(draw, p),
-                       dilation=_maybe_tuple(draw, d), return_indices=draw(st.booleans()),
-                       ceil_mode=draw(st.booleans()))
+        # avg_pool3d refuses an input smaller than the kernel, even with padding
+        lows = [e if (n == 3 and not is_max) else max(1, e - 2 * pp) for e, pp in zip(eff, p)]
+        spatial = tuple(draw(st.integers(lo, e + (5 if n == 3 else 9))) for lo, e in zip(lows, eff))
+        args = dict(stride=_maybe_tuple(draw, s), padding=_maybe_tuple(draw, p), ceil_mode=draw(st.booleans()))
+        if is_max:
+            args.update(dilation=_maybe_tuple(draw, d), return_indices=draw(st.booleans()))
+        else:
+            args["count_include_pad"] = draw(st.booleans())
+            if n > 1:  # AvgPool1d has no divisor_override
+                args["divisor_override"] = draw(st.sampled_from([None, None, 1, 3, -2, 7]))
+        m = torch_type(_maybe_tuple(draw, k), **args)
         return make_case(draw, m, (draw(st.integers(1, 2)), draw(st.integers(1, 4)), *spatial))
 
     return case()
 
 
-@register(*_MAXPOOL, cases=_maxpool_cases)
-def max_pool(m, ctx):
+def _window(m):
+    """A MaxPool/AvgPool module's rank and per-axis kernel, stride (torch: None = kernel), padding."""
     n = _NDIM[type(m)]
-    k = _tuple(m.kernel_size, n)
-    s = _tuple(m.stride if m.stride is not None else m.kernel_size, n)
-    p = _tuple(m.padding, n)
+    stride = m.stride if m.stride is not None else m.kernel_size
+    return n, _tuple(m.kernel_size, n), _tuple(stride, n), _tuple(m.padding, n)
+
+
+@register(*_MAXPOOL, cases=_window_pool_cases)
+def max_pool(m, ctx):
+    n, k, s, p = _window(m)
     d = _tuple(m.dilation, n)
     if m.return_indices or any(x > 1 for x in d):
         return MaxPooling(k, strides=s, padding=p, dilation=d, ceil_mode=m.ceil_mode, return_indices=m.return_indices)
@@ -101,33 +130,9 @@ def max_pool(m, ctx):
 
 # ---------------------------------------------------------------------------- average pooling
 
-def _avgpool_cases(torch_type):
-    n = _NDIM[torch_type]
-
-    @st.composite
-    def case(draw):
-        k = tuple(draw(st.integers(1, 4 if n < 3 else 3)) for _ in range(n))
-        s = tuple(draw(st.integers(1, 3)) for _ in range(n))
-        p = tuple(draw(st.integers(0, kk // 2)) for kk in k)
-        # avg_pool3d refuses an input smaller than the kernel, even with padding
-        spatial = tuple(draw(st.integers(kk if n == 3 else max(1, kk - 2 * pp), kk + (5 if n == 3 else 9)))
-                        for kk, pp in zip(k, p))
-        args = dict(stride=_maybe_tuple(draw, s), padding=_maybe_tuple(draw, p), ceil_mode=draw(st.booleans()),
-                    count_include_pad=draw(st.booleans()))
-        if n > 1:
-            args["divisor_override"] = draw(st.sampled_from([None, None, 1, 3, -2, 7]))
-        m = torch_type(_maybe_tuple(draw, k), **args)
-        return make_case(draw, m, (draw(st.integers(1, 2)), draw(st.integers(1, 4)), *spatial))
-
-    return case()
-
-
-@register(*_AVGPOOL, cases=_avgpool_cases)
+@register(*_AVGPOOL, cases=_window_pool_cases)
 def avg_pool(m, ctx):
-    n = _NDIM[type(m)]
-    k = _tuple(m.kernel_size, n)
-    s = _tuple(m.stride if m.stride is not None else m.kernel_size, n)
-    p = _tuple(m.padding, n)
+    n, k, s, p = _window(m)
     override = getattr(m, "divisor_override", None)  # AvgPool1d has none
     spatial = ctx.input_shapes[0][-n:]
     window = int(np.prod(k))
@@ -159,8 +164,7 @@ def _lppool_cases(torch_type):
     @st.composite
     def case(draw):
         p = draw(st.sampled_from(_LP_SIGNED + _LP_POSITIVE))
-        k = tuple(draw(st.integers(1, 4 if n < 3 else 3)) for _ in range(n))
-        s = tuple(draw(st.integers(1, 3)) for _ in range(n))
+        k, s = _ints(draw, n, 1, 4 if n < 3 else 3), _ints(draw, n, 1, 3)
         spatial = tuple(draw(st.integers(kk, kk + (5 if n == 3 else 9))) for kk in k)
         kernel = k[0] if n == 1 else _maybe_tuple(draw, k)  # torch's lp_pool1d takes an int kernel only
         stride = draw(st.sampled_from([None, s[0] if n == 1 else _maybe_tuple(draw, s)]))
@@ -208,13 +212,9 @@ def _unpool_cases(torch_type):
     def case(draw):
         import torch
 
-        k = tuple(draw(st.integers(1, 3)) for _ in range(n))
-        s = tuple(draw(st.integers(1, 3)) for _ in range(n))
-        p = tuple(draw(st.integers(0, kk // 2)) for kk in k)
+        k, s, p = _kernel_stride_padding(draw, n, 3)
         spatial = tuple(draw(st.integers(max(1, kk - 2 * pp), kk + (4 if n == 3 else 8))) for kk, pp in zip(k, p))
-        batch, channels = draw(st.integers(1, 2)), draw(st.integers(1, 3))
-        seed = draw(SEEDS)
-        rng = np.random.default_rng(seed)
+        batch, channels, rng = _batch_channels_rng(draw)
         x = torch.from_numpy(rng.standard_normal((batch, channels, *spatial)).astype(np.float32))
         pool = getattr(nn, f"MaxPool{n}d")(k, stride=s, padding=p, return_indices=True)
         with torch.no_grad():
@@ -248,13 +248,10 @@ def _fractional_cases(torch_type):
     def case(draw):
         import torch
 
-        k = tuple(draw(st.integers(1, 3)) for _ in range(n))
-        out = tuple(draw(st.integers(1, 4)) for _ in range(n))
+        k, out = _ints(draw, n, 1, 3), _ints(draw, n, 1, 4)
         # torch: out + k - 1 <= L (2-d); out + k - 1 < L (3-d)
         spatial = tuple(draw(st.integers(o + kk - (1 if n == 2 else 0), o + kk + 5)) for o, kk in zip(out, k))
-        batch, channels = draw(st.integers(1, 2)), draw(st.integers(1, 3))
-        seed = draw(SEEDS)
-        rng = np.random.default_rng(seed)
+        batch, channels, rng = _batch_channels_rng(draw)
         samples = torch.from_numpy(rng.random((batch + draw(st.integers(0, 1)), channels, n)).astype(np.float32))
         ratio = tuple((o + 0.5) / size for o, size in zip(out, spatial))
         if draw(st.booleans()) and all(r < 1 for r in ratio):
@@ -296,7 +293,7 @@ def _adaptive_cases(torch_type):
 
     @st.composite
     def case(draw):
-        spatial = tuple(draw(st.integers(1, 6 if n == 3 else 12)) for _ in range(n))
+        spatial = _ints(draw, n, 1, 6 if n == 3 else 12)
         if n == 1:  # torch's 1-d adaptive pools take an int only
             size = draw(st.integers(1, 7))
         else:

@@ -23,6 +23,7 @@ from .avg_pool import AveragePooling
 from .batch_stat_norm import BatchStatNormalization
 from .bilinear import Bilinear
 from .channel_shuffle import ChannelShuffle
+from .cond import Cond
 from .conv_transpose import ConvTranspose
 from .deform_conv import DeformConv2D
 from .distance import CosineSimilarity, PairwiseDistance
@@ -66,6 +67,7 @@ __all__ = [
     "CELU",
     "ChannelShuffle",
     "Constant",
+    "Cond",
     "ConvTranspose",
     "CosineSimilarity",
     "DeformConv2D",
