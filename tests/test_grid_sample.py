@@ -185,3 +185,28 @@ def test_convert_spatial_transformer_model():
     report = recreate.verify(m, km, [x, torch.randn(3, 1, 12, 12)], tolerance=1e-5)
     assert report.passed, str(report)
     assert any(type(lyr).__name__ == "GridSample" for lyr in km.layers)
+
+
+@pytest.mark.parametrize("mode,padding_mode", [("bilinear", "zeros"), ("nearest", "reflection"), ("bilinear", "border")])
+def test_tflite_builtin_ops_5d(mode, padding_mode):
+    import tensorflow as tf
+
+    x_in = keras.Input((3, 4, 5, 2), batch_size=2)
+    g_in = keras.Input((2, 3, 4, 3), batch_size=2)
+    km = keras.Model([x_in, g_in], GridSample(mode, padding_mode, False)(x_in, g_in))
+    conv = tf.lite.TFLiteConverter.from_keras_model(km)
+    conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
+    interp = tf.lite.Interpreter(model_content=conv.convert())
+    interp.allocate_tensors()
+    rng = np.random.default_rng(2)
+    x = rng.standard_normal((2, 2, 3, 4, 5)).astype(np.float32)
+    grid = rng.uniform(-1.3, 1.3, (2, 2, 3, 4, 3)).astype(np.float32)
+    if mode == "nearest":
+        grid = _away_from_ties(grid, x.shape[2:], False, True)
+    for d in interp.get_input_details():
+        interp.set_tensor(d["index"], np.moveaxis(x, 1, -1) if tuple(d["shape"]) == (2, 3, 4, 5, 2) else grid)
+    interp.invoke()
+    out = interp.get_tensor(interp.get_output_details()[0]["index"])
+    ref = F.grid_sample(torch.from_numpy(x), torch.from_numpy(grid), mode=mode, padding_mode=padding_mode,
+                        align_corners=False).numpy()
+    assert parity_error(np.moveaxis(out, -1, 1), ref) <= 1e-4

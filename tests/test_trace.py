@@ -3,6 +3,9 @@ models that exercise the op converters, layout bookkeeping, untraceable code."""
 
 from __future__ import annotations
 
+import dataclasses
+import typing
+
 import recreate
 import torch
 from recreate.testing import assert_informative, calibrate_batchnorm_, randomize_
@@ -395,3 +398,34 @@ def test_torch_cond_becomes_keras_cond(tmp_path):
     km.save(path)
     back = keras.saving.load_model(path, safe_mode=True)
     assert np.abs(np.asarray(back(neg[0].numpy())) - m(neg[0]).detach().numpy()).max() < 1e-5
+
+
+@dataclasses.dataclass
+class _Record:
+    logits: torch.Tensor
+    absent: torch.Tensor | None = None
+    more: object = None
+
+
+class _Pair(typing.NamedTuple):
+    doubled: torch.Tensor
+    parts: dict
+
+
+class _RecordModel(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(4, 3)
+
+    def forward(self, x):
+        y = self.fc(x)
+        return _Record(y, None, _Pair(y * 2, {"relu": y.relu(), "neg": -y}))
+
+
+def test_dataclass_and_namedtuple_outputs_flatten_in_order():
+    m = randomize_(_RecordModel(), 0)
+    x = _seeded(2, 4)
+    km = recreate.convert(m, x)
+    assert len(km.outputs) == 4  # logits, doubled, relu, neg (None dropped)
+    report = recreate.verify(m, km, [x, _seeded(3, 4, seed=5)])
+    assert report.passed, str(report)

@@ -6,6 +6,7 @@ the module path), `transfer_weights` fills them, and layout tags say where a tra
 
 from __future__ import annotations
 
+import dataclasses
 import re
 
 import numpy as np
@@ -28,6 +29,8 @@ def flatten_outputs(out) -> list:
         return [t for v in out.values() for t in flatten_outputs(v)]
     if out is None:
         return []
+    if dataclasses.is_dataclass(out) and not isinstance(out, type):
+        return [t for f in dataclasses.fields(out) for t in flatten_outputs(getattr(out, f.name))]
     return [out]
 
 

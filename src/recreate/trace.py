@@ -811,6 +811,10 @@ def _convert_graph(conv, gm, env: dict, xs):
             vals = [a for a in _leaves((args, kw)) if isinstance(a, Value)]
             if _batch_dependent(node, args, kw, batch_nodes, env):
                 batch_nodes.add(node)
+            if _is_record_type(node.target):
+                # A dataclass or namedtuple output record: built here around the Values.
+                env[node] = node.target(*args, **kw)
+                continue
             if not vals:
                 # Pure Python (shape arithmetic) or a tensor made from Python values: evaluate it.
                 res = _eval_python(node, args, kw)
@@ -987,8 +991,20 @@ def _get_attr(gm, target: str):
     return obj
 
 
+def _is_record_type(target) -> bool:
+    import dataclasses
+
+    return isinstance(target, type) and target is not Value and (dataclasses.is_dataclass(target)
+                                         or (issubclass(target, tuple) and hasattr(target, "_fields")))
+
+
 def _leaves(x):
-    if isinstance(x, (list, tuple)):
+    import dataclasses
+
+    if dataclasses.is_dataclass(x) and not isinstance(x, (type, dict, Value)):
+        for f in dataclasses.fields(x):
+            yield from _leaves(getattr(x, f.name))
+    elif isinstance(x, (list, tuple)):
         for e in x:
             yield from _leaves(e)
     elif isinstance(x, dict):
