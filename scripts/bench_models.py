@@ -13,22 +13,29 @@ statistics calibrated on random data, eval mode) and batch (224x224):
   keras-graph / keras-xla   keras.applications' ResNet50 / MobileNetV2 (weights=None,
               classifier_activation=None, NHWC input) where Keras ships the architecture.
 Timing: --warmup calls each, then --repeats rounds; each round calls every runtime once, in
-a rotated order, so machine noise hits all alike; the median (and min) per runtime is reported with
-its ratio to native Keras graph mode and to torch eager.
-Conversion: wall time of the whole recreate.convert call (trace, build, weight transfer),
-after a tiny warm-up conversion pays TF's one-time start-up. Memory: the kernel's RSS
-high-water mark (VmHWM in /proc/self/status, the counter getrusage's ru_maxrss reads), reset
-before the call by writing 5 to /proc/self/clear_refs; "peak" = torch weights + (high-water
-during convert - RSS before it), compared with torch weights + Keras weights (target < 1.5x).
+a fresh random order, so machine noise hits all alike and no runtime always follows the same
+other one (torch's OpenMP threads keep spinning after a call and slow whatever runs next);
+the median (and min) per runtime is reported with its ratio to native Keras graph mode and
+to torch eager. Outputs are checked once: max|y - torch| / max(1, max|torch|) <= 1e-4.
+Conversion (measured in a fresh child process per model, after a tiny warm-up conversion pays
+TF's one-time start-up): wall and CPU time of the whole recreate.convert call (trace, build,
+weight transfer). Memory: the kernel's RSS high-water mark (VmHWM in /proc/self/status, the
+counter getrusage's ru_maxrss reads, but resettable), reset before the call by writing 5 to
+/proc/self/clear_refs; "peak" = torch weights + (high-water during convert - RSS before it),
+compared with torch weights + Keras weights (target < 1.5x).
 """
 
 from __future__ import annotations
 
 import argparse
 import io
+import json
 import os
+import random
 import re
 import statistics
+import subprocess
+import sys
 import time
 
 import recreate  # first: imports torch and torchvision before tensorflow
@@ -48,14 +55,26 @@ def _status(key: str) -> int:
         return int(re.search(rf"{key}:\s+(\d+)", f.read()).group(1)) * 1024
 
 
-def measured_convert(model, x):
-    """(keras model, seconds, extra peak RSS bytes) of one recreate.convert call."""
+def torch_model(name: str):
+    torch.manual_seed(0)
+    model = getattr(torchvision.models, name)(weights=None)
+    randomize_(model, 0)
+    calibrate_batchnorm_(model, torch.randn(4, 3, 224, 224, generator=torch.Generator().manual_seed(1)))
+    return model.eval()
+
+
+def measure_convert(name: str):
+    """Child process (fresh heap, so freed pages of other models do not hide new ones): print
+    wall s, CPU s, extra peak RSS bytes, torch and Keras weight bytes of one convert call."""
+    model = torch_model(name)
+    recreate.convert(torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.Flatten(), torch.nn.Linear(16, 2)).eval(),
+                     torch.randn(1, 3, 4, 4))  # pays TF's one-time start-up outside the measurement
     with open("/proc/self/clear_refs", "w") as f:
         f.write("5")  # resets VmHWM to the current RSS
-    base = _status("VmRSS")
-    t0 = time.perf_counter()
-    km = recreate.convert(model, x)
-    return km, time.perf_counter() - t0, _status("VmHWM") - base
+    base, t0, c0 = _status("VmRSS"), time.perf_counter(), time.process_time()
+    km = recreate.convert(model, torch.randn(1, 3, 224, 224))
+    t1, c1, peak = time.perf_counter(), time.process_time(), _status("VmHWM")
+    print(json.dumps([t1 - t0, c1 - c0, peak - base, torch_bytes(model), keras_bytes(km)]))
 
 
 def torch_bytes(m) -> int:
@@ -93,8 +112,10 @@ def bench(runners: dict, inputs: dict, warmup: int, repeats: int) -> dict:
             fn(inputs[name])
     times = {name: [] for name in runners}
     names = list(runners)
-    for r in range(repeats):
-        for name in names[r % len(names):] + names[:r % len(names)]:
+    rng = random.Random(0)
+    for _ in range(repeats):
+        rng.shuffle(names)  # a fresh order each round: no runtime always runs right after another
+        for name in names:
             t0 = time.perf_counter()
             runners[name](inputs[name])
             times[name].append(time.perf_counter() - t0)
@@ -102,16 +123,14 @@ def bench(runners: dict, inputs: dict, warmup: int, repeats: int) -> dict:
 
 
 def run_model(name: str, args, rows: list, conv_rows: list):
-    torch.manual_seed(0)
-    model = getattr(torchvision.models, name)(weights=None)
-    randomize_(model, 0)
-    calibrate_batchnorm_(model, torch.randn(4, 3, 224, 224, generator=torch.Generator().manual_seed(1)))
-    model.eval()
+    child = subprocess.run([sys.executable, __file__, "--measure-convert", name], capture_output=True, text=True,
+                           check=True, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"})
+    secs, cpu, extra, wt, wk = json.loads(child.stdout.strip().splitlines()[-1])
+    model = torch_model(name)
     x1 = torch.randn(1, 3, 224, 224)
-    km, secs, extra = measured_convert(model, x1)
-    wt, wk = torch_bytes(model), keras_bytes(km)
+    km = recreate.convert(model, x1)
     transposes = sum(type(lyr).__name__ == "Permute" or getattr(lyr, "fn", None) == "transpose" for lyr in km.layers)
-    conv_rows.append((name, secs, wt, wk, extra, (wt + extra) / (wt + wk), len(km.layers), transposes))
+    conv_rows.append((name, secs, cpu, wt, wk, extra, (wt + extra) / (wt + wk), len(km.layers), transposes))
     conv = {"conv-graph": graph_fn(km, False), "conv-xla": graph_fn(km, True)}
     native = {}
     if name in NATIVE:
@@ -163,7 +182,10 @@ def main():
     p.add_argument("--warmup", type=int, default=3)
     p.add_argument("--no-onnx", action="store_true")
     p.add_argument("--markdown", action="store_true", help="print the results as Markdown tables")
+    p.add_argument("--measure-convert", metavar="MODEL", help=argparse.SUPPRESS)  # the child process
     args = p.parse_args()
+    if args.measure_convert:
+        return measure_convert(args.measure_convert)
     args.batches = [int(b) for b in args.batches.split(",")]
     import platform
 
@@ -177,8 +199,6 @@ def main():
                f"{tf.config.threading.get_intra_op_parallelism_threads()}/{tf.config.threading.get_inter_op_parallelism_threads()}"
                f" (0 = TF default), cpus {os.cpu_count()}, {platform.processor() or platform.machine()}")
     print(versions, "\n" + threads, flush=True)
-    recreate.convert(torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.Flatten(), torch.nn.Linear(16, 2)).eval(),
-                     torch.randn(1, 3, 4, 4))  # pays TF's one-time start-up outside the measured convert
     rows, conv_rows = [], []
     for name in args.models.split(","):
         run_model(name, args, rows, conv_rows)
@@ -191,13 +211,13 @@ def main():
         print("|---|---|---|---|---|---|---|---|")
         for r in rows:
             print(f"| {r[0]} | {r[1]} | {r[2]} | {r[3]:.2f} | {r[4]:.2f} | {f(r[5], '.2f')} | {r[6]:.2f} | {f(r[7], '.1e')} |")
-        print("\n| model | convert s | torch weights MB | Keras weights MB | extra peak RSS MB | peak / (torch+Keras weights) | Keras layers | transposes |")
-        print("|---|---|---|---|---|---|---|---|")
-        for n, s, wt, wk, ex, ratio, nl, nt in conv_rows:
-            print(f"| {n} | {s:.2f} | {wt / 2**20:.1f} | {wk / 2**20:.1f} | {ex / 2**20:.1f} | {ratio:.2f} | {nl} | {nt} |")
+        print("\n| model | convert wall s | convert CPU s | torch weights MB | Keras weights MB | extra peak RSS MB | peak / (torch+Keras weights) | Keras layers | transposes |")
+        print("|---|---|---|---|---|---|---|---|---|")
+        for n, s, cpu, wt, wk, ex, ratio, nl, nt in conv_rows:
+            print(f"| {n} | {s:.2f} | {cpu:.2f} | {wt / 2**20:.1f} | {wk / 2**20:.1f} | {ex / 2**20:.1f} | {ratio:.2f} | {nl} | {nt} |")
     else:
-        for n, s, wt, wk, ex, ratio, nl, nt in conv_rows:
-            print(f"{n}: convert {s:.2f} s, weights torch {wt / 2**20:.1f} MB + keras {wk / 2**20:.1f} MB, extra peak RSS "
+        for n, s, cpu, wt, wk, ex, ratio, nl, nt in conv_rows:
+            print(f"{n}: convert {s:.2f} s (CPU {cpu:.2f} s), weights torch {wt / 2**20:.1f} MB + keras {wk / 2**20:.1f} MB, extra peak RSS "
                   f"{ex / 2**20:.1f} MB, peak/(weights) {ratio:.2f}, {nl} layers, {nt} transposes")
 
 

@@ -9,7 +9,7 @@ import os
 import recreate
 import torch
 from recreate import ops
-from recreate.ops import builtin, control_flow, sampling, vision  # noqa: F401  (registers the op converters)
+from recreate.ops import builtin, control_flow, functional, sampling, vision  # noqa: F401  (registers the op converters)
 from recreate.testing.parity import parity_error
 
 import numpy as np

@@ -429,3 +429,13 @@ def test_dataclass_and_namedtuple_outputs_flatten_in_order():
     assert len(km.outputs) == 4  # logits, doubled, relu, neg (None dropped)
     report = recreate.verify(m, km, [x, _seeded(3, 4, seed=5)])
     assert report.passed, str(report)
+
+
+def test_converted_at_batch_one_runs_at_other_batch_sizes():
+    # ViT's class_token.expand(n, -1, -1) with n = x.shape[0]: a constant expanded to the
+    # batch. Converted from a batch of ONE it must still follow the batch (it was folded once).
+    m = randomize_(torchvision.models.VisionTransformer(image_size=32, patch_size=8, num_layers=2, num_heads=2,
+                                                        hidden_dim=16, mlp_dim=20, num_classes=5), 0)
+    km = recreate.convert(m, _seeded(1, 3, 32, 32))
+    report = recreate.verify(m, km, [_seeded(1, 3, 32, 32), _seeded(3, 3, 32, 32, seed=4)])
+    assert report.passed, str(report)

@@ -679,7 +679,7 @@ def convert_traced(model, xs: list, io_layout: str, kwargs: dict | None = None, 
     torch = require_torch("convert")
     from torch.fx.passes.shape_prop import ShapeProp
 
-    from .ops import builtin, control_flow, sampling, vision  # noqa: F401  (registers the op converters)
+    from .ops import builtin, control_flow, functional, sampling, vision  # noqa: F401  (registers the op converters)
 
     kwargs = dict(kwargs or {})
     tensor_kw = {k: (v if isinstance(v, torch.Tensor) else torch.as_tensor(np.asarray(v)))
@@ -870,11 +870,13 @@ def _batch_dependent(node, args, kwargs, batch_nodes, env) -> bool:
     target = node.target
     x = args[0] if args else None
     if isinstance(x, Value):
-        if x.data is not None:
-            return False
+        # A constant's own shape is fixed, but a constant combined with a batch-size value
+        # (ViT's class_token.expand(n, -1, -1)) follows the batch: fall through for those.
         if node.op == "call_function" and target is getattr:
-            return args[1] == "shape"
+            return x.data is None and args[1] == "shape"
         if node.op == "call_method" and target == "size":
+            if x.data is not None:
+                return False
             d = args[1] if len(args) > 1 else kwargs.get("dim")
             return d is None or d % max(x.rank, 1) == 0
     if target is operator.getitem and node.args and node.args[0] in batch_nodes \

@@ -116,9 +116,16 @@ for _fn, _targets in {
     "greater_equal": (operator.ge, torch.ge, "ge"),
     "logical_and": (torch.logical_and, "logical_and"),
     "logical_or": (torch.logical_or, "logical_or"),
-    "where": (torch.where, "where"),
 }.items():
     register_op(*_targets, cases=_BINARY_CASES[_fn])(_elementwise(_fn))
+
+
+@register_op(torch.where, "where", cases=_BINARY_CASES["where"])
+def _where(cx, condition, *args, **kwargs):
+    if not args and not kwargs:
+        raise ConversionError("torch.where(condition) with one argument returns the indices of the non-zero "
+                              "elements (a data-dependent shape): use torch.where(condition, x, y) or a mask")
+    return _elementwise("where")(cx, condition, *args, **kwargs)
 
 
 def _bitwise_build(op_name: str):

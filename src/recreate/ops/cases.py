@@ -248,8 +248,8 @@ def getitem_build(draw):
             key += [None, slice(None)]
         else:
             key.append(slice(None))
-    if draw(st.booleans()) and key[-1] == slice(None):
-        key = [key[0], Ellipsis, *key[1:-1]]
+    if draw(st.booleans()) and len(key) > 1 and key[1] == slice(None):
+        key = [key[0], Ellipsis, *key[2:]]  # the ellipsis stands for that full slice
     key = tuple(key)
     (x,) = _inputs(draw, shape)
     return (lambda u: u[key]), f"x[{key}] of {shape}", [x]
