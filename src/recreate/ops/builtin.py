@@ -668,15 +668,23 @@ def layer_norm(cx, x, normalized_shape, weight=None, bias=None, eps=1e-5):
     return cx.module(m, [x])
 
 
+def constant_tensor(v, what: str):
+    """The torch tensor of a model constant Value (a parameter or buffer used by a functional
+    call: F.conv2d's weight, deform_conv2d's bias); None stays None."""
+    if v is None:
+        return None
+    data = getattr(v, "data", None)
+    if data is None:
+        raise ConversionError(f"the {what} of a functional call must be a parameter or buffer of the model "
+                              "(a computed tensor cannot become a Keras variable)")
+    return torch.from_numpy(np.array(data))
+
+
 def _copy_constants(m, values):
     with torch.no_grad():
         for name, v in values.items():
-            if v is None:
-                continue
-            data = getattr(v, "data", None)
-            if data is None:
-                raise ConversionError(f"{name} of a functional call must be a parameter or buffer of the model")
-            getattr(m, name).copy_(torch.from_numpy(np.asarray(data)))
+            if v is not None:
+                getattr(m, name).copy_(constant_tensor(v, name))
 
 
 @register_op(torch.roll, "roll", cases=C.custom(C.roll_build))

@@ -611,15 +611,16 @@ def avg_pool2d_build(draw):
     return (lambda u: F.avg_pool2d(u, k, stride, p, ceil, cip, div)), desc, [x]
 
 
-def adaptive_avg_pool(nd: int):
-    """F.adaptive_avg_pool{nd}d: int or tuple output sizes (None keeps an axis), smaller,
-    equal or larger than the input (overlapping and uneven bins)."""
+def adaptive_avg_pool(nd: int, kind: str = "avg"):
+    """F.adaptive_{kind}_pool{nd}d: int or tuple output sizes (None keeps an axis), smaller,
+    equal or larger than the input (overlapping and uneven bins); max pools also draw
+    return_indices."""
 
     def build(draw):
         import torch.nn.functional as F  # noqa: N812
 
         st = _st()
-        fn = getattr(F, f"adaptive_avg_pool{nd}d")
+        fn = getattr(F, f"adaptive_{kind}_pool{nd}d")
         n, c = draw(st.integers(1, 2)), draw(st.integers(1, 3))
         spatial = tuple(draw(st.integers(1, 7)) for _ in range(nd))
         if nd > 1 and draw(st.booleans()):
@@ -627,6 +628,10 @@ def adaptive_avg_pool(nd: int):
         else:
             out = draw(st.integers(1, 7))
         (x,) = _inputs(draw, (n, c, *spatial))
+        if kind == "max":
+            ri = draw(st.booleans())
+            return (lambda u: fn(u, out, return_indices=ri)), \
+                f"adaptive_max_pool{nd}d({out}, return_indices={ri}) of {(n, c, *spatial)}", [x]
         return (lambda u: fn(u, out)), f"adaptive_avg_pool{nd}d({out}) of {(n, c, *spatial)}", [x]
 
     return build

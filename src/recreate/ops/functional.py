@@ -33,6 +33,7 @@ from ..trace import Value, identity, tensor
 from . import cases as C
 from . import register_op
 from .builtin import _copy_constants, _elementwise, _slices
+from .builtin import constant_tensor as _const
 
 
 def _st():
@@ -43,17 +44,6 @@ def _st():
 
 def _tup(v):
     return tuple(None if a is None else int(a) for a in v) if isinstance(v, (list, tuple)) else v
-
-
-def _const(v, what: str):
-    """A torch tensor from a model constant (parameter or buffer) Value."""
-    if v is None:
-        return None
-    data = getattr(v, "data", None)
-    if data is None:
-        raise ConversionError(f"the {what} of a functional call must be a parameter or buffer of the model "
-                              "(a computed tensor cannot become a Keras variable)")
-    return torch.from_numpy(np.array(data))
 
 
 def _need_batched(x, nd: int, name: str):
@@ -416,21 +406,7 @@ def softmin(cx, x, dim=None, _stacklevel=3, dtype=None):
 
 # ---- pooling through modules ------------------------------------------------------------------
 def _adaptive_max_build(nd: int):
-    def build(draw):
-        st = _st()
-        n, c = draw(st.integers(1, 2)), draw(st.integers(1, 3))
-        spatial = tuple(draw(st.integers(1, 6)) for _ in range(nd))
-        if nd > 1 and draw(st.booleans()):
-            out = tuple(None if draw(st.booleans()) else draw(st.integers(1, 6)) for _ in range(nd))
-        else:
-            out = draw(st.integers(1, 6))
-        ri = draw(st.booleans())
-        fn = getattr(F, f"adaptive_max_pool{nd}d")
-        (x,) = C.draw_inputs(draw, (n, c, *spatial))
-        return (lambda u: fn(u, out, return_indices=ri)), \
-            f"adaptive_max_pool{nd}d({out}, return_indices={ri}) of {(n, c, *spatial)}", [x]
-
-    return C.custom(build)
+    return C.custom(C.adaptive_avg_pool(nd, "max"))
 
 
 def _make_adaptive_max(nd: int):

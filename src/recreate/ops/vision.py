@@ -14,8 +14,6 @@ the NMS, or recreate the post-processing by hand with `indices[:count]`.
 
 from __future__ import annotations
 
-import numpy as np
-
 from .._backend import HAVE_TORCHVISION
 from . import cases as C
 from . import register_op
@@ -35,6 +33,7 @@ if HAVE_TORCHVISION:
     from ..errors import ConversionError
     from ..layers.nms import NonMaxSuppression
     from ..trace import Value, identity
+    from .builtin import constant_tensor
 
     @register_op(_stochastic_depth, cases=C.custom(C.stochastic_depth_build))
     def stochastic_depth(cx, x, p, mode, training=True):
@@ -44,18 +43,9 @@ if HAVE_TORCHVISION:
     def _pair(v):
         return (int(v), int(v)) if isinstance(v, int) else tuple(int(a) for a in v)
 
-    def _constant(v, name: str):
-        if v is None:
-            return None
-        data = getattr(v, "data", None)
-        if data is None:
-            raise ConversionError(f"deform_conv2d's {name} must be a parameter or buffer of the model "
-                                  "(a computed weight cannot become a Keras variable)")
-        return torch.from_numpy(np.asarray(data))
-
     def _deform(cx, x, offset, weight, bias, stride, padding, dilation, mask):
-        w = _constant(weight, "weight")
-        b = _constant(bias, "bias")
+        w = constant_tensor(weight, "weight")
+        b = constant_tensor(bias, "bias")
         groups = x.shape[1] // w.shape[1]
         m = DeformConv2d(x.shape[1], w.shape[0], tuple(w.shape[-2:]), stride=_pair(stride), padding=_pair(padding),
                          dilation=_pair(dilation), groups=groups, bias=b is not None)
