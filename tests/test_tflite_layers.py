@@ -170,3 +170,28 @@ def test_roll(tmp_path):
            ConvRoll((1, -1), (-1, 2)), ConvRoll((2, 3, 1), (3, -5, 1))]
     shapes = [(2, 5), (2, 3, 4), (2, 3, 4, 5), (2, 3, 4, 5), (2, 2, 3, 4, 5), (2, 3, 4), (2, 3, 4, 5), (2, 3, 4, 5)]
     check_tflite(fns, shapes, tmp_path)
+
+
+class _Warp(nn.Module):
+    """affine_grid from a predicted theta, then grid_sample: AffineGrid and GridSample as
+    traced functional ops, 2-D and 3-D, both align_corners."""
+
+    def __init__(self, dims: int, align_corners: bool):
+        super().__init__()
+        self.dims, self.ac = dims, align_corners
+        self.theta = nn.Linear(4, dims * (dims + 1))
+
+    def forward(self, x):
+        n = x.shape[0]
+        d = self.dims
+        eye = torch.eye(d, d + 1)
+        theta = self.theta(x.flatten(1)[:, :4]).view(n, d, d + 1) * 0.3 + eye
+        size = (n, x.shape[1], *x.shape[2:])
+        grid = torch.nn.functional.affine_grid(theta, size, align_corners=self.ac)
+        return torch.nn.functional.grid_sample(x, grid, align_corners=self.ac)
+
+
+def test_affine_grid_and_grid_sample(tmp_path):
+    errs = check_tflite([_Warp(2, False), _Warp(2, True), _Warp(3, False)],
+                        [(2, 2, 5, 6), (2, 2, 5, 6), (2, 2, 3, 4, 5)], tmp_path)
+    assert max(errs) <= TOL

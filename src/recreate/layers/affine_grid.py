@@ -50,8 +50,9 @@ class AffineGrid(keras.layers.Layer):
     def call(self, theta):
         d = len(self.size) - 2
         base = ops.convert_to_tensor(self._base(), dtype=theta.dtype)  # (P, d+1)
-        # grid[n, p, i] = sum_j base[p, j] * theta[n, i, j]
-        grid = ops.einsum("pj,nij->npi", base, theta)
+        # grid[n, p, i] = sum_j base[p, j] * theta[n, i, j]: a batched matmul (the einsum form
+        # lowers to a TFLite graph whose dynamic batch overflows at allocation)
+        grid = ops.matmul(base[None], ops.transpose(theta, (0, 2, 1)))
         return ops.reshape(grid, (-1, *self.size[2:], d))
 
     def get_config(self):
