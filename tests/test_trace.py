@@ -439,3 +439,45 @@ def test_converted_at_batch_one_runs_at_other_batch_sizes():
     km = recreate.convert(m, _seeded(1, 3, 32, 32))
     report = recreate.verify(m, km, [_seeded(1, 3, 32, 32), _seeded(3, 3, 32, 32, seed=4)])
     assert report.passed, str(report)
+
+
+def test_hugging_face_model_classes_directly():
+    """HF forward() methods are wrapped by *args/**kwargs decorators; convert traces a
+    stand-in with the wrapped signature. Model outputs (dataclasses) flatten in order; the
+    attention mask is a keyword tensor input, use_cache a fixed keyword."""
+    transformers = pytest.importorskip("transformers")
+    bert_cfg = transformers.BertConfig(vocab_size=100, hidden_size=32, num_hidden_layers=1, num_attention_heads=4,
+                                       intermediate_size=37, max_position_embeddings=64)
+    bert = randomize_(transformers.BertModel(bert_cfg), 0)
+    ids = torch.randint(0, 100, (2, 7), generator=torch.Generator().manual_seed(0))
+    km = recreate.convert(bert, ids)
+    assert len(km.outputs) == 2  # last_hidden_state, pooler_output
+    report = recreate.verify(bert, km, [ids, ids.flip(1)])
+    assert report.passed, str(report)
+
+    llama_cfg = transformers.LlamaConfig(vocab_size=100, hidden_size=32, num_hidden_layers=1, num_attention_heads=4,
+                                         num_key_value_heads=2, intermediate_size=37, max_position_embeddings=64,
+                                         attn_implementation="sdpa", use_cache=False)
+    llama = randomize_(transformers.LlamaForCausalLM(llama_cfg), 0)
+    kw = {"attention_mask": _padded(2, 7, [2, 0], left=True), "use_cache": False}
+    km = recreate.convert(llama, ids, kwargs=kw)
+    assert len(km.inputs) == 2 and len(km.outputs) == 1  # logits only: no cache
+    report = recreate.verify(llama, km, ids, kwargs=kw)
+    assert report.passed, str(report)
+
+
+class _AddPerSample(nn.Module):
+    def forward(self, x, s):
+        return x + s
+
+
+@pytest.mark.parametrize("xs,ss", [((2, 2), (2, 1)), ((3, 4, 3), (3, 1, 1)), ((4, 4), (4, 1))])
+def test_add_of_a_per_sample_operand_is_not_a_bias_add(xs, ss):
+    # keras.ops.add (3.15, TF backend) treats an operand with one non-1 axis of the size of
+    # x's axis 1 or last axis as a bias along that axis: (2, 2) + (2, 1) came out as
+    # x + y.T. recreate's Op computes x - (-y) there.
+    m = _AddPerSample().eval()
+    x, s = _seeded(*xs), _seeded(*ss, seed=7)
+    km = recreate.convert(m, (x, s))
+    got = np.asarray(km([x.numpy(), s.numpy()]))
+    assert np.abs(got - (x + s).numpy()).max() == 0.0

@@ -441,6 +441,34 @@ def _batch_args_by_retracing(tracer_cls, model, xs, concrete, graph, kwargs=None
     return out, shapes
 
 
+def _explicit_forward(model):
+    """`model`, or when its forward() is a decorator's (*args, **kwargs) wrapper (Hugging
+    Face's config-default decorators), a stand-in whose forward() spells out the wrapped
+    signature and calls the model's own forward. The stand-in shares the model's module tree,
+    so module paths (Keras layer names) and parameters stay the same."""
+    import inspect
+
+    import torch
+
+    code = getattr(type(model).forward, "__code__", None)
+    if code is None or not code.co_flags & (inspect.CO_VARARGS | inspect.CO_VARKEYWORDS):
+        return model
+    params = _forward_params(model)
+    if not params:
+        return model
+    defaults = {p.name: p.default for p in params if p.default is not inspect.Parameter.empty}
+    sig = ", ".join(f"{p.name}=_d[{p.name!r}]" if p.name in defaults else p.name for p in params)
+    call = ", ".join(f"{p.name}={p.name}" for p in params)
+    scope: dict = {"_d": defaults}
+    exec(f"def forward(self, {sig}):\n    return self._recreate_forward({call})", scope)  # noqa: S102 - fixed template
+    stand_in = type(type(model).__name__, (torch.nn.Module,), {"forward": scope["forward"]})()
+    for attr in ("_modules", "_parameters", "_buffers"):
+        stand_in.__dict__[attr] = model.__dict__[attr]
+    object.__setattr__(stand_in, "_recreate_forward", model.forward)
+    stand_in.train(model.training)
+    return stand_in
+
+
 def _forward_params(model) -> list:
     import inspect
 
@@ -685,7 +713,7 @@ def convert_traced(model, xs: list, io_layout: str, kwargs: dict | None = None, 
     tensor_kw = {k: (v if isinstance(v, torch.Tensor) else torch.as_tensor(np.asarray(v)))
                  for k, v in kwargs.items() if _is_tensor(v)}
     kwargs.update(tensor_kw)
-    gm = trace(model, xs, kwargs)
+    gm = trace(_explicit_forward(model), xs, kwargs)
     star = [n for n in gm.graph.nodes if n.op == "placeholder" and str(n.target).startswith("*")]
     placeholders = [n for n in gm.graph.nodes if n.op == "placeholder" and n not in star]
     params = _forward_params(model)

@@ -98,6 +98,19 @@ def _roll(x, shift, axis=None):
     return x
 
 
+def _add(x, y):
+    """x + y with numpy broadcasting. keras.ops.add (Keras 3.15, TensorFlow backend) turns an
+    add whose second operand has one non-1 axis of the size of x's axis 1 or last axis into
+    tf.nn.bias_add along that axis, whatever axis the operand's values lie on: (2, 2) + (2, 1)
+    adds y along the last axis (measured: error 0.9 in recreate's op property test). x - (-y)
+    is the same IEEE sum and takes no such shortcut."""
+    same = (hasattr(x, "shape") and hasattr(y, "shape") and None not in tuple(x.shape)
+            and tuple(x.shape) == tuple(y.shape))
+    if same or not hasattr(y, "shape") or len(y.shape) == 0:
+        return ops.add(x, y)
+    return ops.subtract(x, ops.negative(y))
+
+
 def _torch_floor_divide(x, y):
     return ops.floor(ops.divide(x, y))
 
@@ -109,6 +122,7 @@ def _torch_remainder(x, y):
 
 
 HELPERS = {
+    "add": _add,
     "getitem": _getitem,
     "broadcast_batch": _broadcast_batch,
     "repeat_batch": _repeat_batch,
