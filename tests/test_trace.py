@@ -481,3 +481,31 @@ def test_add_of_a_per_sample_operand_is_not_a_bias_add(xs, ss):
     km = recreate.convert(m, (x, s))
     got = np.asarray(km([x.numpy(), s.numpy()]))
     assert np.abs(got - (x + s).numpy()).max() == 0.0
+
+
+class _Index(nn.Module):
+    def __init__(self, f):
+        super().__init__()
+        self.f = f
+
+    def forward(self, x):
+        return self.f(x)
+
+
+_I1, _I2 = torch.tensor([2, -1, 0]), torch.tensor([[1, 0], [-2, 1]])
+
+
+@pytest.mark.parametrize("name,f", [
+    ("one axis", lambda x: x[:, _I1]),
+    ("2-d index", lambda x: x[:, :, _I2]),
+    ("with an int", lambda x: x[:, _I1, 1]),
+    ("non-adjacent", lambda x: x[:, _I2[:, :1], :, _I2]),
+    ("after a slice", lambda x: x[:, 1:3, _I1]),
+    ("batch index", lambda x: x[torch.arange(x.shape[0])[:, None], _I1]),
+])
+def test_advanced_indexing(name, f):
+    # converted at batch 2, run at batch 3; negative indices wrap; result axes placed as torch does
+    m = _Index(f).eval()
+    km = recreate.convert(m, _seeded(2, 4, 5, 3))
+    x = _seeded(3, 4, 5, 3, seed=9)
+    assert np.abs(np.asarray(km(x.numpy())) - f(x).numpy()).max() == 0.0

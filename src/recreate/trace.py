@@ -448,7 +448,6 @@ def _explicit_forward(model):
     so module paths (Keras layer names) and parameters stay the same."""
     import inspect
 
-    import torch
 
     code = getattr(type(model).forward, "__code__", None)
     if code is None or not code.co_flags & (inspect.CO_VARARGS | inspect.CO_VARKEYWORDS):
@@ -459,13 +458,23 @@ def _explicit_forward(model):
     defaults = {p.name: p.default for p in params if p.default is not inspect.Parameter.empty}
     sig = ", ".join(f"{p.name}=_d[{p.name!r}]" if p.name in defaults else p.name for p in params)
     call = ", ".join(f"{p.name}={p.name}" for p in params)
-    scope: dict = {"_d": defaults}
-    exec(f"def forward(self, {sig}):\n    return self._recreate_forward({call})", scope)  # noqa: S102 - fixed template
-    stand_in = type(type(model).__name__, (torch.nn.Module,), {"forward": scope["forward"]})()
+    stand_in = _stand_in(model, type(model).__name__, sig, call, model.forward, defaults)
+    stand_in.train(model.training)
+    return stand_in
+
+
+def _stand_in(model, class_name: str, signature: str, call: str, fn, defaults: dict | None = None):
+    """A module sharing `model`'s module tree (so module paths and parameters are the same)
+    whose forward(self, <signature>) returns fn(<call>): fx needs explicit parameters, where
+    decorators and torch.cond branches have *args or closures."""
+    import torch
+
+    scope: dict = {"_d": defaults or {}}
+    exec(f"def forward(self, {signature}):\n    return self._recreate_fn({call})", scope)  # noqa: S102 - fixed template
+    stand_in = type(class_name, (torch.nn.Module,), {"forward": scope["forward"]})()
     for attr in ("_modules", "_parameters", "_buffers"):
         stand_in.__dict__[attr] = model.__dict__[attr]
-    object.__setattr__(stand_in, "_recreate_forward", model.forward)
-    stand_in.train(model.training)
+    object.__setattr__(stand_in, "_recreate_fn", fn)
     return stand_in
 
 
@@ -656,16 +665,9 @@ def convert_branch(conv, key: int, branch: int, feeds: list, name: str):
     import torch
     from torch.fx.passes.shape_prop import ShapeProp
 
-    fn = _BRANCHES[key][branch]
     n = len(feeds)
     params = ", ".join(f"x{i}" for i in range(n))
-    scope: dict = {}
-    exec(f"def forward(self, {params}):\n    return self._recreate_fn({params})", scope)  # noqa: S102 - fixed template
-    root = conv.model
-    wrapper = type("Branch", (torch.nn.Module,), {"forward": scope["forward"]})()
-    for attr in ("_modules", "_parameters", "_buffers"):
-        wrapper.__dict__[attr] = root.__dict__[attr]  # the same module tree: paths stay the same
-    object.__setattr__(wrapper, "_recreate_fn", fn)
+    wrapper = _stand_in(conv.model, "Branch", params, params, _BRANCHES[key][branch])
     examples = [torch.randn(v.shape).to(v.dtype) if v.dtype.is_floating_point else torch.zeros(v.shape, dtype=v.dtype)
                 for v in feeds]
     gm = trace(wrapper, examples)

@@ -50,11 +50,6 @@ def _batch_arange(ref, shape, dtype):
     return ops.broadcast_to(idx, (n, *shape[1:]))
 
 
-def _gather_flat(x, flat, lead, rest):
-    """x reshaped to (prod of its first `lead` axes, *rest), then rows `flat` (any shape)."""
-    return ops.take(ops.reshape(x, (-1, *rest)), flat, axis=0)
-
-
 def _expand_dynamic(x, ref, shape, dynamic):
     """broadcast_to(x, shape) where the axes in `dynamic` follow the batch: each takes x's
     run-time size, or `ref`'s batch size where x has size 1 there."""
@@ -129,7 +124,6 @@ HELPERS = {
     "chunk_axis": _chunk_axis,
     "expand_dynamic": _expand_dynamic,
     "batch_arange": _batch_arange,
-    "gather_flat": _gather_flat,
     "torch_floor_divide": _torch_floor_divide,
     "torch_remainder": _torch_remainder,
     "roll": _roll,  # shadows keras.ops.roll: same semantics, TFLite builtins only

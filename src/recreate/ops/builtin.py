@@ -514,46 +514,44 @@ def _advanced_index(cx, x, index):
         x = cx.op("transpose", [tensor(0), order], [x], identity(x.rank),
                   shape=tuple(x.shape[d] for d in order), dtype=x.dtype)
     sizes = [x.shape[i] for i in range(len(adv))]
-    batch_x = cx.batch_axes(0)
-    flat, tensors = None, []
+    batch = cx.batch_axes(0)
+
+    def follows_batch(d):  # without batch knowledge, torch axis 0 is taken to
+        return d in batch if batch is not None else d == 0
+
+    flat, offset = None, 0
     for k, d in enumerate(adv):
         stride = int(np.prod(sizes[k + 1:])) if k + 1 < len(sizes) else 1
         i = full[d]
-        if isinstance(i, Value):
-            if not (batch_x is None and d == 0 or batch_x and d in batch_x):
-                # negative indices count from the end (not along the batch axis, whose size
-                # is only known at run time)
-                i = cx.op("torch_remainder", [tensor(0), sizes[k]], [i], i.perm, shape=i.shape, dtype=i.dtype)
-            i = cx.torch(i)
-            term = i if stride == 1 else cx.op("multiply", [tensor(0), stride], [i], i.perm, shape=i.shape,
-                                                dtype=i.dtype)
-            if flat is None:
-                flat = term
-            else:
-                shape = tuple(np.broadcast_shapes(flat.shape, term.shape))
-                flat = cx.op("add", [tensor(0), tensor(1)], [flat, term], identity(len(shape)), shape=shape,
-                             dtype=i.dtype)
+        if not isinstance(i, Value):
+            offset += int(i) % sizes[k] * stride
+            continue
+        if not follows_batch(d):
+            # negative indices count from the end (not along the batch axis, whose size is
+            # only known at run time)
+            i = cx.op("torch_remainder", [tensor(0), sizes[k]], [i], i.perm, shape=i.shape, dtype=i.dtype)
+        i = cx.torch(i)
+        term = i if stride == 1 else cx.op("multiply", [tensor(0), stride], [i], i.perm, shape=i.shape,
+                                            dtype=i.dtype)
+        if flat is None:
+            flat = term
         else:
-            tensors.append(int(i) % sizes[k] * stride)
-    if tensors:
-        flat = cx.op("add", [tensor(0), sum(tensors)], [flat], flat.perm, shape=flat.shape, dtype=flat.dtype)
+            shape = tuple(np.broadcast_shapes(flat.shape, term.shape))
+            flat = cx.op("add", [tensor(0), tensor(1)], [flat, term], identity(len(shape)), shape=shape,
+                         dtype=i.dtype)
+    if offset:
+        flat = cx.op("add", [tensor(0), offset], [flat], flat.perm, shape=flat.shape, dtype=flat.dtype)
     rest_shape = [x.shape[len(adv) + j] for j in range(len(rest))]
-    batch = cx.batch_axes(0)
-    dynamic = [j for j, d in enumerate(rest) if (batch is None and d == 0) or (batch and d in batch)]
-    rest_target = [-1 if j in dynamic else n for j, n in enumerate(rest_shape)]
-    if dynamic and any(d in adv for d in (batch or {0})):
+    dynamic = [j for j, d in enumerate(rest) if follows_batch(d)]
+    if dynamic and any(follows_batch(d) for d in adv):
         raise ConversionError("indexing the batch axis with tensors while another axis also follows the batch")
-    if dynamic:
-        target_rest = rest_target
-        x = cx.op("reshape", [tensor(0), [int(np.prod(sizes)), *target_rest]], [x], identity(1 + len(rest)),
-                  shape=(int(np.prod(sizes)), *rest_shape), dtype=x.dtype)
-        out_lead = list(flat.shape)
-        y = cx.op("take", [tensor(0), tensor(1)], [x, flat], identity(len(out_lead) + len(rest)),
-                  shape=(*out_lead, *rest_shape), dtype=x.dtype, kwargs={"axis": 0})
-    else:
-        out_lead = list(flat.shape)
-        y = cx.op("gather_flat", [tensor(0), tensor(1), len(adv), rest_shape], [x, flat],
-                  identity(len(out_lead) + len(rest)), shape=(*out_lead, *rest_shape), dtype=x.dtype)
+    # the indexed axes flattened into one (-1 unless a remaining axis follows the batch), then a take
+    lead = int(np.prod(sizes)) if dynamic else -1
+    x = cx.op("reshape", [tensor(0), [lead, *[-1 if j in dynamic else n for j, n in enumerate(rest_shape)]]], [x],
+              identity(1 + len(rest)), shape=(int(np.prod(sizes)), *rest_shape), dtype=x.dtype)
+    out_lead = list(flat.shape)
+    y = cx.op("take", [tensor(0), tensor(1)], [x, flat], identity(len(out_lead) + len(rest)),
+              shape=(*out_lead, *rest_shape), dtype=x.dtype, kwargs={"axis": 0})
     # 3. adjacent indexed axes: their result axes go where the first of them was
     out = tuple(cx.out_shape)
     if adv == list(range(adv[0], adv[-1] + 1)) and adv[0] > 0:
