@@ -23,7 +23,6 @@ import recreate  # first: torch/torchvision must load before keras/TF, else a se
 import recreate.report
 import recreate.testing
 import keras
-import torch
 from keras import layers as L
 
 # name: (stage widths, blocks per stage)
@@ -109,8 +108,7 @@ def main(argv=None) -> int:
     recreate.report.add_arguments(ap)
     args = ap.parse_args(argv)
     tm, km, transfer = build(args.variant, args.weights, args.size)
-    g = torch.Generator().manual_seed(1234)
-    batches = [torch.randn(2, 3, args.size, args.size, generator=g) for _ in range(max(2, args.batches))]
+    batches = recreate.testing.random_batches((2, 3, args.size, args.size), args.batches)
     return recreate.report.prove_and_save(args.variant, tm, km, transfer, batches, out=args.out,
                                           tolerance=args.tolerance, layers=True)
 

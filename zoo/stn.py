@@ -82,8 +82,7 @@ def main(argv=None) -> int:
     recreate.report.add_arguments(ap, tolerance=1e-5)
     args = ap.parse_args(argv)
     tm, km, transfer = build(args.size, args.align_corners, args.weights)
-    g = torch.Generator().manual_seed(1234)
-    batches = [torch.randn(2, 1, args.size, args.size, generator=g) for _ in range(max(2, args.batches))]
+    batches = recreate.testing.random_batches((2, 1, args.size, args.size), args.batches)
     return recreate.report.prove_and_save("stn", tm, km, transfer, batches, out=args.out,
                                           tolerance=args.tolerance, layers=True)
 

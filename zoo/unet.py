@@ -121,8 +121,7 @@ def main(argv=None) -> int:
     recreate.report.add_arguments(ap, tolerance=1e-5)
     args = ap.parse_args(argv)
     tm, km, transfer = build(args.base, args.size, args.weights)
-    g = torch.Generator().manual_seed(1234)
-    batches = [torch.randn(2, 3, args.size, args.size, generator=g) for _ in range(max(2, args.batches))]
+    batches = recreate.testing.random_batches((2, 3, args.size, args.size), args.batches)
     # layers="auto": "up1.up" is compared only when the output fails, since its Keras output
     # is the uncropped (2H + 2) tensor and would read as a shape mismatch in the table.
     return recreate.report.prove_and_save("unet", tm, km, transfer, batches, out=args.out,

@@ -24,7 +24,6 @@ import recreate  # first: torch/torchvision must load before keras/TF, else a se
 import recreate.report
 import recreate.testing
 import keras
-import torch
 from keras import layers as L
 
 from recreate.layers.op import TENSOR, Op
@@ -103,8 +102,7 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     tm, km, transfer = build(args.variant, args.weights)
     size = VARIANTS[args.variant][0]
-    g = torch.Generator().manual_seed(1234)
-    batches = [torch.randn(2, 3, size, size, generator=g) for _ in range(max(2, args.batches))]
+    batches = recreate.testing.random_batches((2, 3, size, size), args.batches)
     return recreate.report.prove_and_save(args.variant, tm, km, transfer, batches, out=args.out,
                                           tolerance=args.tolerance, layers=True)
 
