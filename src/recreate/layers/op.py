@@ -98,12 +98,13 @@ def _add(x, y):
     add whose second operand has one non-1 axis of the size of x's axis 1 or last axis into
     tf.nn.bias_add along that axis, whatever axis the operand's values lie on: (2, 2) + (2, 1)
     adds y along the last axis (measured: error 0.9 in recreate's op property test). x - (-y)
-    is the same IEEE sum and takes no such shortcut."""
-    same = (hasattr(x, "shape") and hasattr(y, "shape") and None not in tuple(x.shape)
-            and tuple(x.shape) == tuple(y.shape))
-    if same or not hasattr(y, "shape") or len(y.shape) == 0:
-        return ops.add(x, y)
-    return ops.subtract(x, ops.negative(y))
+    is the same IEEE sum and takes no such shortcut; it is used only where Keras's shortcut
+    could fire (y has exactly one axis that is not statically 1, and its size is known), so
+    residual adds in graph mode stay one AddV2."""
+    wide = [d for d in getattr(y, "shape", ()) if d is None or d > 1]
+    if len(wide) == 1 and wide[0] is not None:
+        return ops.subtract(x, ops.negative(y))
+    return ops.add(x, y)
 
 
 def _torch_floor_divide(x, y):
