@@ -397,12 +397,12 @@ def trace(model, example_inputs=None, kwargs: dict | None = None):
     ) from error
 
 
-def _batch_args_by_retracing(tracer_cls, model, xs, concrete, graph, kwargs=None) -> tuple[set, dict]:
+def _batch_args_by_retracing(tracer_cls, model, xs, concrete, graph, kwargs=None) -> tuple[set, dict | None]:
     """Concrete tracing bakes the example's batch size into Python arguments
     (torch.zeros(batch, n), x.view(batch, ...)). Trace again with one more sample: the nodes
     whose literal arguments change depend on the batch size. Returns their names, and for
     every tensor whose shape changed, its shape in the second trace (which axes follow the
-    batch)."""
+    batch); None when the second trace failed or differs (batch axes then stay unknown)."""
     import torch
 
     try:
@@ -415,10 +415,10 @@ def _batch_args_by_retracing(tracer_cls, model, xs, concrete, graph, kwargs=None
             warnings.simplefilter("ignore")
             other = tracer_cls().trace(model, _example_args(model, bigger, bigger_kw), concrete_args=concrete)
     except Exception:  # noqa: BLE001 - best effort
-        return set(), {}
+        return set(), None
     a, b = list(graph.nodes), list(other.nodes)
     if len(a) != len(b):
-        return set(), {}
+        return set(), None
     out = set()
     shapes: dict = {}
     for n, m in zip(a, b):
@@ -435,7 +435,7 @@ def _batch_args_by_retracing(tracer_cls, model, xs, concrete, graph, kwargs=None
                 shapes[n.name] = tuple(getattr(vb, "shape", ()))
             continue
         if n.target != m.target or len(la) != len(lb):
-            return set(), {}
+            return set(), None
         if any(type(x) is not type(y) or (isinstance(x, (int, float)) and x != y) for x, y in zip(la, lb)):
             out.add(n.name)
     return out, shapes
@@ -949,7 +949,7 @@ def _python_tensor(conv, node, res, batch_dependent: bool, xs):
     # Rows made per sample and stacked (RAFT's sampling grid: batch * h * w rows, the same for
     # every sample): one sample's rows, repeated per sample of the model's batch. Where the
     # second trace (one more sample) recorded this tensor, its row count must agree.
-    other = getattr(conv, "batch_shapes", {}).get(node.name)
+    other = (conv.batch_shapes or {}).get(node.name)
     if batch and res.ndim and res.shape[0] % batch == 0:
         k = res.shape[0] // batch
         rows = res.reshape(batch, k, *res.shape[1:])
