@@ -14,7 +14,7 @@ import numpy as np
 from keras import ops
 
 from ._common import serializable
-from .max_pool import INDEX_DTYPE, separable_max
+from .max_pool import separable_max, values_and_indices_spec
 
 
 def torch_bins(length: int, n: int) -> list[tuple[int, int]]:
@@ -53,10 +53,7 @@ class AdaptivePooling(keras.layers.Layer):
         return [shape, shape] if self.return_indices else shape
 
     def compute_output_spec(self, x):
-        shape = self.compute_output_shape(x.shape)
-        if not self.return_indices:
-            return keras.KerasTensor(shape, dtype=x.dtype)
-        return [keras.KerasTensor(shape[0], dtype=x.dtype), keras.KerasTensor(shape[1], dtype=INDEX_DTYPE)]
+        return values_and_indices_spec(self, x)
 
     def call(self, x):
         if self.return_indices:

@@ -17,7 +17,7 @@ import numpy as np
 from keras import ops
 
 from ._common import serializable
-from .max_pool import INDEX_DTYPE, select_window_max
+from .max_pool import select_window_max, values_and_indices_spec
 
 
 def fractional_output_size(size: int, output_size, output_ratio) -> int:
@@ -60,10 +60,7 @@ class FractionalMaxPooling(keras.layers.Layer):
         return [shape, shape] if self.return_indices else shape
 
     def compute_output_spec(self, x):
-        shape = self.compute_output_shape(x.shape)
-        if not self.return_indices:
-            return keras.KerasTensor(shape, dtype=x.dtype)
-        return [keras.KerasTensor(shape[0], dtype=x.dtype), keras.KerasTensor(shape[1], dtype=INDEX_DTYPE)]
+        return values_and_indices_spec(self, x)
 
     def _starts(self, u, size: int, out: int, k: int):
         """(batch, C, out) int32 window starts from samples u (batch, C)."""

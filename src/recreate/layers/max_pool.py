@@ -26,6 +26,15 @@ from ._common import serializable
 INDEX_DTYPE = "int64"
 
 
+def values_and_indices_spec(layer, x):
+    """compute_output_spec of a pooling layer with torch's return_indices: the pooled values
+    in x's dtype, and with return_indices their flat indices (int64) of the same shape."""
+    shape = layer.compute_output_shape(x.shape)
+    if not layer.return_indices:
+        return keras.KerasTensor(shape, dtype=x.dtype)
+    return [keras.KerasTensor(shape[0], dtype=x.dtype), keras.KerasTensor(shape[1], dtype=INDEX_DTYPE)]
+
+
 def pool_output_size(size: int, k: int, s: int, p: int, d: int = 1, ceil_mode: bool = False) -> int:
     """PyTorch's pooling output length: a last window may start in the input or the left
     padding, never in the right padding."""
@@ -180,10 +189,7 @@ class MaxPooling(keras.layers.Layer):
         return [shape, shape] if self.return_indices else shape
 
     def compute_output_spec(self, x):
-        shape = self.compute_output_shape(x.shape)
-        if not self.return_indices:
-            return keras.KerasTensor(shape, dtype=x.dtype)
-        return [keras.KerasTensor(shape[0], dtype=x.dtype), keras.KerasTensor(shape[1], dtype=INDEX_DTYPE)]
+        return values_and_indices_spec(self, x)
 
     def call(self, x):
         if any(s is None for s in x.shape[1:-1]):
