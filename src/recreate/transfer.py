@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from ._backend import keras, require_torch
+from ._memory import Releaser, release_free_memory
 from .errors import TransferError
 from .registry import WeightRules, rules_for
 from .transforms import Transform, flatten_rows_chw_to_hwc, then
@@ -430,6 +431,7 @@ def _commit(plans: list[_Plan], flat: dict, report: TransferReport, progress) ->
             bar = tqdm(total=total, unit="B", unit_scale=True, desc="transfer")
         except ImportError:
             bar = None
+    releaser = Releaser()
     try:
         for p, nb in zip(plans, nbytes):
             if p.transform is None:
@@ -438,6 +440,8 @@ def _commit(plans: list[_Plan], flat: dict, report: TransferReport, progress) ->
                 value = p.transform([to_numpy(flat[k]) for k in p.sources], p.shape)
                 value = np.asarray(value, dtype=p.var.dtype, order="C")  # keeps 0-d values 0-d
             p.var.assign(value)
+            del value
+            releaser.add(2 * nb)  # the transformed copy and TensorFlow's copy of it (see _memory)
             p.row.tensors += 1
             p.row.bytes += nb
             report.tensors += 1
@@ -445,6 +449,7 @@ def _commit(plans: list[_Plan], flat: dict, report: TransferReport, progress) ->
             if bar is not None:
                 bar.update(nb)
     finally:
+        release_free_memory()
         if bar is not None:
             bar.close()
 
