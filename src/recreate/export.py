@@ -188,7 +188,10 @@ def load_and_run(path, xs: list[np.ndarray]) -> list[np.ndarray]:
     if fmt == "keras":
         import recreate  # noqa: F401  (registers recreate's layers for deserialization)
 
-        km = keras.saving.load_model(path, safe_mode=True)
+        from .trace import recursion_room
+
+        with recursion_room(20_000):  # Keras rebuilds the graph recursively (see convert_traced)
+            km = keras.saving.load_model(path, safe_mode=True)
         return _run_keras_model(km, xs)
     if fmt == "saved_model":
         import tensorflow as tf

@@ -24,7 +24,9 @@ trace with one more sample finds what depends on the batch size (see `_batch_arg
 
 from __future__ import annotations
 
+import contextlib
 import operator
+import sys
 import warnings
 from dataclasses import dataclass
 
@@ -54,6 +56,9 @@ class Value:
     shape: tuple[int, ...]  # torch shape (example batch)
     dtype: object  # torch dtype
     data: object = None  # numpy value (torch layout) when the tensor is a model constant
+    # The torch tensor a folded constant was computed as: views keep sharing storage with
+    # their base, so an in-place op on a view changes the base too (see _fold).
+    torch_ref: object = None
 
     @property
     def rank(self) -> int:
@@ -158,6 +163,7 @@ class _Converter:
         self.batch_ref = None
         self.modules = dict(model.named_modules())
         self.constant_keys: list[str] = []
+        self.folded: list[Value] = []  # constants folded with torch, which in-place ops may change
         self._perm_cache: dict = {}
         self.module_layers: dict = {}  # module path -> {call signature: its Keras layers}
         self.batch_shapes: dict | None = None  # node name -> its shape with one more sample
@@ -764,8 +770,12 @@ def convert_traced(model, xs: list, io_layout: str, kwargs: dict | None = None, 
     for v in flat:
         want = channels_last(v.rank) if (io_layout == "keras" and v.rank >= 3) else identity(v.rank)
         final.append(conv.to_perm(v, want).t)
-    km = keras.Model(inputs[0] if len(inputs) == 1 else inputs, final[0] if len(final) == 1 else final,
-                     name=name or _model_name(type(model).__name__))
+    # Keras maps a functional graph recursively, one Python frame per layer along the longest
+    # path: EfficientNetV2-L (about 1,300 layers deep here) exceeded Python's default limit of
+    # 1000. Python 3.11 calls between Python functions do not use the C stack, so more room is safe.
+    with recursion_room(4 * len(gm.graph.nodes)):
+        km = keras.Model(inputs[0] if len(inputs) == 1 else inputs, final[0] if len(final) == 1 else final,
+                         name=name or _model_name(type(model).__name__))
     from .transfer import transfer_weights
 
     report = transfer_weights(model, km, strict=False)
@@ -790,6 +800,18 @@ def convert_traced(model, xs: list, io_layout: str, kwargs: dict | None = None, 
             "holds them was converted without them: check its converter"
         )
     return km
+
+
+@contextlib.contextmanager
+def recursion_room(depth: int):
+    """Python's recursion limit raised to at least `depth` frames beyond the current stack,
+    restored afterwards."""
+    old = sys.getrecursionlimit()
+    sys.setrecursionlimit(max(old, depth + 1000))
+    try:
+        yield
+    finally:
+        sys.setrecursionlimit(old)
 
 
 def _model_name(cls_name: str) -> str:
@@ -996,13 +1018,20 @@ def _foldable(node, vals) -> bool:
 
 
 def _fold(conv, node, args, kwargs):
-    """Evaluate a node whose tensor inputs are all constants, with torch, into constants."""
+    """Evaluate a node whose tensor inputs are all constants, with torch, into constants.
+
+    Folded results keep their torch tensor (Value.torch_ref), and later folds use it as it is,
+    so views alias their base as in torch: Swin V2 zeroes a slice of a cloned bias in place
+    (`b = qkv_bias.clone(); b[n:2n].zero_()`), which must change `b`. Model tensors (get_attr)
+    are copied instead, so that an in-place op never writes to the model."""
     import torch
 
     copies = {}
 
     def to_torch(a):
         if isinstance(a, Value):
+            if a.torch_ref is not None:
+                return a.torch_ref
             if a.data is None:  # self of new_zeros & co: only its dtype matters
                 return torch.empty((0,), dtype=a.dtype)
             if id(a) not in copies:
@@ -1019,15 +1048,26 @@ def _fold(conv, node, args, kwargs):
         res = _eval_python(node, targs, tkw)
     if node.target is operator.setitem or (node.op == "call_method" and str(node.target).endswith("_")
                                            and not str(node.target).startswith("__")):
-        # In-place on a constant: the constant itself changes for every later use.
+        # In-place on a constant: the constant, and every folded tensor sharing its storage
+        # (its base, its other views), changes for every later use.
         target = args[0]
-        new = conv.constant(copies[id(target)].numpy(), node.name)
-        target.t, target.data, target.perm = new.t, new.data, new.perm
+        changed = to_torch(target)
+        if target.torch_ref is None:
+            target.torch_ref = changed
+            conv.folded.append(target)
+        storage = changed.untyped_storage().data_ptr()
+        for v in conv.folded:
+            if v.torch_ref.untyped_storage().data_ptr() == storage:
+                new = conv.constant(v.torch_ref.detach().cpu().numpy().copy(), node.name)
+                v.t, v.data, v.perm = new.t, new.data, new.perm
         return target if res is not None else None
 
     def back(r):
         if isinstance(r, torch.Tensor):
-            return conv.constant(r.detach().cpu().numpy(), node.name)
+            v = conv.constant(r.detach().cpu().numpy().copy(), node.name)
+            v.torch_ref = r
+            conv.folded.append(v)
+            return v
         if isinstance(r, (list, tuple)) and not isinstance(r, torch.Size):
             return type(r)(back(e) for e in r)
         return r

@@ -429,6 +429,32 @@ def split(cx, x, split_size_or_sections, dim=0):
     return _slices(cx, x, dim, _split_sizes(x.shape[dim], split_size_or_sections))
 
 
+@register_op("tensor_split", torch.tensor_split, cases=C.custom(C.tensor_split_build))
+def tensor_split(cx, x, indices_or_sections=None, dim=0, *, sections=None, indices=None, tensor_indices_or_sections=None):
+    """torch.tensor_split: n sections (the first size % n one longer) or split points; the
+    parts are found by running torch's own tensor_split on positions, so clipping and
+    decreasing indices (an empty or repeated part) follow torch."""
+    spec = next(a for a in (indices_or_sections, sections, indices, tensor_indices_or_sections) if a is not None)
+    if isinstance(spec, Value):
+        if spec.data is None:
+            raise ConversionError("tensor_split with split points computed from inputs is not supported")
+        spec = np.asarray(spec.data).tolist()
+    n = x.shape[dim]
+    parts = torch.tensor_split(torch.arange(n), spec)
+    sizes = [len(p) for p in parts]
+    starts = [int(p[0]) if len(p) else 0 for p in parts]
+    if starts == [sum(sizes[:i]) for i in range(len(sizes))] and sum(sizes) == n:
+        return _slices(cx, x, dim, sizes)
+    axis, outs = x.keras_axis(dim), []
+    for start, size in zip(starts, sizes):  # overlapping parts (decreasing split points)
+        index = [[None, None, None] for _ in range(x.rank)]
+        index[axis] = [start, start + size, None]
+        shape = list(x.shape)
+        shape[dim % x.rank] = size
+        outs.append(cx.op("getitem", [tensor(0), index], [x], x.perm, shape=tuple(shape), dtype=x.dtype))
+    return tuple(outs)
+
+
 @register_op("unbind", torch.unbind, cases=C.custom(C.unbind_build))
 def unbind(cx, x, dim=0):
     parts = _slices(cx, x, dim, [1] * x.shape[dim])
@@ -597,6 +623,30 @@ for _fn, _targets in {
 def matmul(cx, a, b):
     a, b = cx.torch(a), cx.torch(b)
     return cx.op("matmul", [tensor(0), tensor(1)], [a, b], identity(len(cx.out_shape)))
+
+
+def _einsum_parts(args) -> tuple[str, list]:
+    """torch.einsum's three call forms -> (equation without spaces, operands): (eq, *ops),
+    (eq, [ops]) and the sublist form (op, [0, 1], op, [1, 2], ..., [0, 2])."""
+    if isinstance(args[0], str):
+        ops = list(args[1]) if len(args) == 2 and isinstance(args[1], (list, tuple)) else list(args[1:])
+        return args[0].replace(" ", ""), ops
+    letters = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
+
+    def spell(sub):
+        return "".join("..." if i is Ellipsis else letters[i] for i in sub)
+
+    rest = list(args)
+    out = rest.pop() if len(rest) % 2 else None  # (op, sub) pairs, then the output sublist
+    ops, subs = rest[0::2], [spell(sub) for sub in rest[1::2]]
+    return ",".join(subs) + ("" if out is None else "->" + spell(out)), ops
+
+
+@register_op(torch.einsum, cases=C.custom(C.einsum_build))
+def einsum(cx, *args):
+    equation, ops = _einsum_parts(args)
+    ops = [cx.torch(v) for v in ops]
+    return cx.op("einsum", [equation, *(tensor(i) for i in range(len(ops)))], ops, identity(len(cx.out_shape)))
 
 
 @register_op(F.linear, cases=C.custom(C.linear_build))

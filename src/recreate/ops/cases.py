@@ -330,6 +330,49 @@ def matmul_build(draw):
     return (lambda u, v: u @ v), f"matmul {(b, *extra, m, k)} @ {(b, *extra, k, n)}", [x, y]
 
 
+
+def einsum_build(draw):
+    """torch.einsum over the batch: contractions, transposes, reductions, ellipsis, the
+    implicit output form and the sublist form."""
+    st = _st()
+    b, i, j, k = (draw(st.integers(1, 3)) for _ in range(4))
+    import torch
+
+    forms = {
+        "bij,bjk->bik": [(b, i, j), (b, j, k)],
+        "bhqd,bhkd->bhqk": [(b, 2, i, j), (b, 2, k, j)],
+        "b...c,bcd->b...d": [(b, i, j, k), (b, k, 2)],
+        "bij->bji": [(b, i, j)],
+        "bi,bi->b": [(b, i), (b, i)],
+        "bij,bjk": [(b, i, j), (b, j, k)],
+        "bi,bj->bij": [(b, i), (b, j)],
+        "sublist": [(b, i, j), (b, j, k)],
+    }
+    eq = draw(st.sampled_from(sorted(forms)))
+    xs = _inputs(draw, *forms[eq])
+    if eq == "sublist":
+        return (lambda u, v: torch.einsum(u, [0, 1, 2], v, [0, 2, 3], [0, 3, 1])), "einsum sublist", xs
+    return (lambda *us: torch.einsum(eq, *us)), f"einsum {eq}", xs
+
+
+def tensor_split_build(draw):
+    """torch.tensor_split and the method: n sections (more than the size: empty parts) or
+    split points (clipped, decreasing: overlapping parts), keyword forms."""
+    import torch
+
+    st = _st()
+    shape = _shape(draw, min_rank=2, max_side=5)
+    d = draw(st.integers(1, len(shape) - 1))
+    (x,) = _inputs(draw, shape)
+    if draw(st.booleans()):
+        k = draw(st.integers(1, shape[d] + 2))
+        if draw(st.booleans()):
+            return (lambda u: torch.tensor_split(u, k, dim=d)), f"tensor_split({k}, {d}) of {shape}", [x]
+        return (lambda u: u.tensor_split(sections=k, dim=d)), f"tensor_split(sections={k}, {d}) of {shape}", [x]
+    idx = tuple(draw(st.lists(st.integers(0, shape[d] + 1), min_size=1, max_size=3)))
+    return (lambda u: torch.tensor_split(u, indices=idx, dim=d)), f"tensor_split(indices={idx}, {d}) of {shape}", [x]
+
+
 # ---- split / unbind / transpose / flatten / unflatten -----------------------------------------
 def split_sections_build(draw):
     """Tensor.split and torch.split: an int size (the last part shorter) or a list of sizes
