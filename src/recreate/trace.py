@@ -855,6 +855,8 @@ def _convert_graph(conv, gm, env: dict, xs):
             kw = load(node.kwargs)
             tensors = [a for a in args if isinstance(a, Value)]
             env[node] = conv.apply_module(mod, tensors, dict(kw), None, node=node, path=node.target)
+            if getattr(mod, "inplace", False) is True:  # nn.ReLU(inplace=True): x itself changed
+                env[node] = _write_in_place(args[0] if args else None, env[node])
         elif node.op in ("call_function", "call_method"):
             args, kw = load(node.args), load(node.kwargs)
             vals = [a for a in _leaves((args, kw)) if isinstance(a, Value)]
@@ -885,6 +887,8 @@ def _convert_graph(conv, gm, env: dict, xs):
                 )
             try:
                 env[node] = fn(OpContext(conv, node), *args, **kw)
+                if _in_place(node, kw):
+                    env[node] = _write_in_place(args[0] if args else None, env[node])
             except (RecreateError, ValueError, TypeError, NotImplementedError) as e:
                 raise ConversionError(f"converting {node.format_node()} ({_source_line(node)}): {e}") from e
         elif node.op == "output":
@@ -912,6 +916,32 @@ def _propagate_shapes(gm, args: list) -> None:
     with torch.no_grad():
         _Pass(gm).propagate(*args)
     release_free_memory()
+
+
+_IN_PLACE_OPERATORS = {operator.iadd, operator.isub, operator.imul, operator.itruediv, operator.ifloordiv,
+                       operator.imod, operator.ipow, operator.iand, operator.ior, operator.ixor, operator.ilshift,
+                       operator.irshift, operator.imatmul, operator.setitem}
+
+
+def _in_place(node, kwargs) -> bool:
+    """Whether the node writes into its first argument: `x.add_(y)`, `x += y`, `x[i] = v`,
+    `torch.relu_(x)`, `F.relu(x, inplace=True)`."""
+    if node.op == "call_method":
+        return node.target.endswith("_") and not node.target.startswith("_")
+    if node.target in _IN_PLACE_OPERATORS or kwargs.get("inplace") is True:
+        return True
+    name = getattr(node.target, "__name__", "")
+    return name.endswith("_") and not name.startswith("_")
+
+
+def _write_in_place(target, result):
+    """After an in-place op: the target Value becomes the result, so every later use of the
+    tensor (by any node naming it, as torch code does after `y.add_(1)`) sees the write."""
+    if isinstance(target, Value) and isinstance(result, Value) and result is not target:
+        target.t, target.perm, target.shape, target.dtype = result.t, result.perm, result.shape, result.dtype
+        target.data, target.torch_ref = result.data, result.torch_ref
+        return target
+    return result
 
 
 def _shapes_with_one_more(gm, args: list, tensor_nodes: set) -> dict | None:

@@ -4,6 +4,7 @@ reductions, concatenation, and functional forms of registered modules."""
 from __future__ import annotations
 
 import builtins
+import dataclasses
 import math
 import operator
 
@@ -234,10 +235,15 @@ def leaky_relu(cx, x, negative_slope=0.01, inplace=False):
     return cx.op("leaky_relu", [tensor(0)], [x], x.perm, kwargs={"negative_slope": float(negative_slope)})
 
 
-@register_op(F.dropout, F.dropout1d, F.dropout2d, F.dropout3d, F.alpha_dropout, "contiguous", "clone", "detach",
-             torch.clone, "detach_", "requires_grad_", cases=C.custom(C.passthrough_build))
+@register_op(F.dropout, F.dropout1d, F.dropout2d, F.dropout3d, F.alpha_dropout, "contiguous", "detach",
+             "detach_", "requires_grad_", cases=C.custom(C.passthrough_build))
 def passthrough(cx, x, *args, **kwargs):
-    return x
+    return x  # the same tensor in torch too (inference), so an in-place write to it shows in both
+
+
+@register_op("clone", torch.clone, cases=C.custom(C.inplace_build))
+def clone(cx, x, *args, **kwargs):
+    return dataclasses.replace(x)  # a new tensor: in-place writes to the clone leave x alone
 
 
 @register_op("float", "to", "type", "type_as", "double", "half", "int", "long", "bool", cases=C.custom(C.cast_build))
@@ -509,6 +515,75 @@ def getitem(cx, x, index):
         else:
             raise ConversionError(f"index {k!r} is not supported")
     return cx.op("getitem", [tensor(0), js], [x], perm_out)
+
+
+@register_op(operator.setitem, cases=C.custom(C.setitem_build))
+def setitem(cx, x, index, value):
+    """`x[index] = value` on a traced tensor: x with the region replaced (the graph rebinds x,
+    see trace._write_in_place). Basic indices (ints, step-1 slices, Ellipsis) with a tensor or
+    scalar value broadcast to the region; or a boolean mask with a scalar or broadcastable
+    value (`x[x > 0] = 0`). The region is written with a constant mask and `where`, exact."""
+    if not isinstance(x, Value):
+        raise ConversionError("item assignment into a non-tensor is not supported")
+    x = cx.torch(x)
+    index = index if isinstance(index, tuple) else (index,)
+    if len(index) == 1 and isinstance(index[0], Value) and "bool" in str(index[0].dtype):
+        mask = cx.torch(index[0])
+        if mask.rank < x.rank:  # a mask over the leading axes selects whole trailing blocks
+            mask = _reshape_from(cx, mask, (*mask.shape, *[1] * (x.rank - mask.rank)))
+        val = cx.torch(value) if isinstance(value, Value) else value
+        tensors = [mask] + ([val] if isinstance(val, Value) else []) + [x]
+        args = [tensor(0), tensor(1) if isinstance(val, Value) else value, tensor(len(tensors) - 1)]
+        return cx.op("where", args, tensors, identity(x.rank), shape=x.shape, dtype=x.dtype)
+    if any(isinstance(i, (Value, list)) or i is None for i in index):
+        raise ConversionError(f"item assignment with index {index!r} is not supported (integer-tensor or None "
+                              "indices): use torch.where, or index_put/scatter on a registered module")
+    n_real = sum(1 for i in index if i is not Ellipsis)
+    full = []
+    for i in index:
+        full += [slice(None)] * (x.rank - n_real) if i is Ellipsis else [i]
+    full += [slice(None)] * (x.rank - len(full))
+    batch = cx.batch_axes(0) or set()
+    starts, sizes, dropped = [], [], []
+    for d, (i, n) in enumerate(zip(full, x.shape)):
+        if isinstance(i, slice):
+            start, stop, step = i.indices(n)
+            if step != 1:
+                raise ConversionError(f"item assignment with step {step} on axis {d} is not supported")
+            size = max(0, stop - start)
+        else:
+            start, size = int(i) % n, 1
+            dropped.append(d)
+        if d in batch and (start, size) != (0, n):
+            raise ConversionError(f"item assignment into part of axis {d}, which follows the batch size, "
+                                  "is not supported")
+        starts.append(start)
+        sizes.append(size)
+    if 0 in sizes:
+        return x
+    region_shape = tuple(s for d, s in enumerate(sizes) if d not in dropped)
+    region = cx.op("getitem", [tensor(0), [a if d in dropped else [None, None, None] if (a, s) == (0, n) else
+                                           [a, a + s, None] for d, (a, s, n) in enumerate(zip(starts, sizes, x.shape))]],
+                   [x], identity(len(region_shape)), shape=region_shape, dtype=x.dtype)
+    # The value broadcast to the region (where() with an all-true condition is exact).
+    val = value
+    if isinstance(value, Value):
+        val = cx.torch(value)
+        if val.dtype != x.dtype:
+            val = cx.op("cast", [tensor(0), str(x.dtype).replace("torch.", "")], [val], val.perm, shape=val.shape,
+                        dtype=x.dtype)
+    true = cx.const(np.ones([1] * len(region_shape), dtype=bool))
+    tensors = [true] + ([val] if isinstance(val, Value) else []) + [region]
+    filled = cx.op("where", [tensor(0), tensor(1) if isinstance(val, Value) else value, tensor(len(tensors) - 1)],
+                   tensors, identity(len(region_shape)), shape=region_shape, dtype=x.dtype)
+    if dropped:
+        filled = _reshape_from(cx, filled, tuple(sizes))
+    widths = [[a, n - a - s] for a, s, n in zip(starts, sizes, x.shape)]
+    padded = cx.op("pad", [tensor(0), widths], [filled], identity(x.rank), shape=x.shape, dtype=x.dtype)
+    mask = np.zeros([1 if d in batch else n for d, n in enumerate(x.shape)], dtype=bool)
+    mask[tuple(slice(None) if d in batch else slice(a, a + s) for d, (a, s) in enumerate(zip(starts, sizes)))] = True
+    return cx.op("where", [tensor(0), tensor(1), tensor(2)], [cx.const(mask), padded, x], identity(x.rank),
+                 shape=x.shape, dtype=x.dtype)
 
 
 def _advanced_index(cx, x, index):

@@ -494,6 +494,88 @@ def cast_build(draw):
     return f, f"{desc} of {shape}", [x]
 
 
+def setitem_build(draw):
+    """`y[index] = value` into a traced tensor: slices (negative, open), ints, Ellipsis, a
+    tensor value of the region's shape or broadcasting to it, a scalar, `+=` on a slice (MViT's
+    relative position bias), a boolean mask; y used afterwards by its old name."""
+    st = _st()
+    shape = _shape(draw, min_rank=2, max_rank=4, max_side=4)
+    rank = len(shape)
+    d = draw(st.integers(1, rank - 1))
+    n = shape[d]
+    a = draw(st.integers(-n, n - 1))
+    b = draw(st.sampled_from([None, *range(-n, n + 1)]))
+    form = draw(st.sampled_from(["slice", "int", "scalar", "broadcast", "iadd", "mask", "ellipsis"]))
+    lead = (slice(None),) * d
+    if form == "int":
+        idx = (*lead, a)
+    elif form == "ellipsis":
+        idx = (Ellipsis, slice(a, b)) if d == rank - 1 else (*lead, slice(a, b), Ellipsis)
+    else:
+        idx = (*lead, slice(a, b))
+    import torch
+
+    region = torch.zeros(shape)[idx].shape
+    if form == "broadcast":
+        vshape = (shape[0], *[1] * (len(region) - 1))
+    else:
+        vshape = tuple(region)
+    x, v = _inputs(draw, shape, vshape)
+
+    def f(u, w):
+        y = u * 2
+        if form == "scalar":
+            y[idx] = 0.5
+        elif form == "iadd":
+            y[idx] += w
+        elif form == "mask":
+            y[y > 0.3] = -1.0
+        else:
+            y[idx] = w
+        return y + 1
+
+    return f, f"{form}: y[{idx}] = value {vshape} into {shape}", [x, v]
+
+
+def inplace_build(draw):
+    """In-place methods and functions on a traced tensor, with the tensor used afterwards by
+    its old name (fx records the write but later nodes name the original), aliases (detach:
+    same tensor) and a clone that must stay apart."""
+    import torch
+    import torch.nn.functional as F  # noqa: N812
+
+    st = _st()
+    shape = _shape(draw, min_rank=1, max_rank=4, max_side=3)
+    x, v = _inputs(draw, shape, shape)
+    form = draw(st.sampled_from(["methods", "relu_", "inplace_kw", "clone", "alias", "iadd_alias"]))
+
+    def f(u, w):
+        y = u * 2
+        if form == "methods":
+            y.add_(w)
+            y.mul_(3)
+            y.clamp_(-2.0, 2.0)
+            return y
+        if form == "relu_":
+            torch.relu_(y)
+            return y - w
+        if form == "inplace_kw":
+            F.relu(y, inplace=True)
+            return y * w
+        if form == "clone":
+            z = y.clone()
+            z.add_(w)
+            return y + 10 * z
+        if form == "alias":
+            z = y.detach()
+            z.sub_(w)
+            return y
+        z = y
+        z += w
+        return y * 2
+
+    return f, f"in-place {form} on {shape}", [x, v]
+
 def passthrough_build(draw):
     """Dropout in eval (training=False) and contiguous/clone/detach: the identity."""
     import torch
