@@ -90,6 +90,27 @@ def test_small_swin_v2_in_place_zero_of_a_view_of_a_folded_constant():
     assert attn.qkv.bias[n:2 * n].abs().min() > 0  # the forward's zero_() has something to do
     _check(m, _seeded(2, 3, 20, 20))
 
+
+@pytest.mark.parametrize("version", ["v1", "v2"])
+def test_small_mvit(version):
+    """torchvision's MViT (video transformer with pooling attention), both versions' options:
+    the class token split off with tensor_split, and in v2 the relative position bias written
+    into the attention with `attn[:, :, 1:, 1:] += rel_pos` (item assignment, einsum)."""
+    from torchvision.models.video.mvit import MSBlockConfig, MViT
+
+    v2 = version == "v2"
+    blocks = [MSBlockConfig(num_heads=1, input_channels=16, output_channels=32, kernel_q=[], kernel_kv=[3, 3, 3],
+                            stride_q=[], stride_kv=[1, 4, 4]),
+              MSBlockConfig(num_heads=2, input_channels=32, output_channels=32, kernel_q=[3, 3, 3],
+                            kernel_kv=[3, 3, 3], stride_q=[1, 2, 2], stride_kv=[1, 2, 2]),
+              MSBlockConfig(num_heads=2, input_channels=32, output_channels=64, kernel_q=[], kernel_kv=[3, 3, 3],
+                            stride_q=[], stride_kv=[1, 2, 2])]
+    m = MViT(spatial_size=(32, 32), temporal_size=4, block_setting=blocks, residual_pool=v2,
+             residual_with_cls_embed=not v2, rel_pos_embed=v2, proj_after_attn=v2, num_classes=5,
+             patch_embed_kernel=(3, 7, 7), patch_embed_stride=(2, 4, 4), patch_embed_padding=(1, 3, 3)).eval()
+    randomize_(m, 0)
+    _check(m, _seeded(2, 3, 4, 32, 32))
+
 def _seeded(*shape, seed=2):
     return torch.randn(*shape, generator=torch.Generator().manual_seed(seed))
 
