@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import recreate
 import torch
 from recreate.testing import calibrate_batchnorm_, randomize_
@@ -216,3 +218,25 @@ def test_lazy_unmaterialized_module_is_refused():
     km = keras.Model(inp, L.Dense(3, name="lin")(inp))
     with pytest.raises(recreate.TransferError, match="forward pass"):
         recreate.transfer_weights(lazy, km, mapping={"lin": ""})
+
+
+@pytest.mark.parametrize("form", ["parametrizations", "hook"])
+def test_weight_norm_transfers_the_weight_it_computes(form):
+    """Wav2Vec2's positional conv keeps its weight as weight norm's parts (g, v): the Keras
+    conv takes the weight they compute, and the parts count as used."""
+    import torch
+
+    conv = torch.nn.Conv1d(8, 8, 3, padding=1, groups=2)
+    if form == "parametrizations":
+        conv = torch.nn.utils.parametrizations.weight_norm(conv, dim=2)
+    else:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # deprecated in favour of the parametrization
+            conv = torch.nn.utils.weight_norm(conv, dim=2)
+    with torch.no_grad():  # g away from its initial value ||v||, so that g matters
+        (conv.parametrizations.weight.original0 if form == "parametrizations" else conv.weight_g).mul_(1.7)
+    m = torch.nn.Sequential(conv, torch.nn.GELU()).eval()
+    x = torch.randn(2, 8, 12)
+    km = recreate.convert(m, x)
+    report = recreate.verify(m, km, [x], tolerance=1e-5)
+    assert report.passed, str(report)

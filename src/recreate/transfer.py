@@ -219,12 +219,41 @@ def _torch_side(source) -> tuple[dict | None, dict]:
                 f"torch parameter(s) {lazy[:5]} are uninitialized (a Lazy module): run one forward "
                 "pass of the torch model first, then transfer"
             ])
-        return dict(source.named_modules()), dict(source.state_dict())
+        modules = dict(source.named_modules())
+        return modules, _with_reparametrized_weights(modules, dict(source.state_dict()))
     if isinstance(source, Mapping):
         return None, dict(source)
     raise TypeError(
         f"transfer_weights takes a torch.nn.Module, a state dict or a checkpoint path, got {type(source).__name__}"
     )
+
+
+def _with_reparametrized_weights(modules: dict, state: dict) -> dict:
+    """A state dict where reparametrized tensors appear as the module uses them: weight norm
+    (`nn.utils.parametrizations.weight_norm`, Wav2Vec2's positional conv; and the older
+    hook-based `nn.utils.weight_norm`) and any other `torch.nn.utils.parametrize` keep the
+    parts (`parametrizations.weight.original0/1`, `weight_g`/`weight_v`) in the state dict;
+    the Keras layer takes the weight they compute, in their place."""
+    import torch
+    from torch.nn.utils import parametrize
+
+    for name, mod in modules.items():
+        pre = f"{name}." if name else ""
+        if parametrize.is_parametrized(mod):
+            for pname in list(mod.parametrizations.keys()):
+                with torch.no_grad():
+                    value = getattr(mod, pname).detach()
+                for k in [k for k in state if k.startswith(f"{pre}parametrizations.{pname}.")]:
+                    del state[k]
+                state[f"{pre}{pname}"] = value
+        for hook in getattr(mod, "_forward_pre_hooks", {}).values():
+            if type(hook).__name__ == "WeightNorm" and hasattr(hook, "compute_weight"):
+                with torch.no_grad():
+                    value = hook.compute_weight(mod).detach()
+                for suffix in ("_g", "_v"):
+                    state.pop(f"{pre}{hook.name}{suffix}", None)
+                state[f"{pre}{hook.name}"] = value
+    return state
 
 
 def _module_prefixes(flat: dict, modules: dict | None) -> set[str]:

@@ -482,6 +482,10 @@ def getitem(cx, x, index):
     if not isinstance(x, Value):
         return x[index]
     index = index if isinstance(index, tuple) else (index,)
+    if any(isinstance(i, list) for i in index):  # x[..., [-2], :] (Falcon): a constant index tensor
+        if any(isinstance(e, bool) or not isinstance(e, int) for i in index if isinstance(i, list) for e in i):
+            raise ConversionError(f"index {index!r}: only lists of integers are supported")
+        index = tuple(cx.const(np.asarray(i, dtype=np.int64)) if isinstance(i, list) else i for i in index)
     if any(isinstance(i, Value) for i in index):
         return _advanced_index(cx, x, index)
     if any(i is None for i in index) or any(isinstance(i, (list, Value)) for i in index):
@@ -602,6 +606,16 @@ def _advanced_index(cx, x, index):
         if isinstance(i, Value) and ("bool" in str(i.dtype) or "float" in str(i.dtype)):
             raise ConversionError(f"indexing with a {i.dtype} tensor is not supported (a boolean mask gives a "
                                   "data-dependent shape): use torch.where or multiply by the mask")
+    batch = cx.batch_axes(0)
+    if any(isinstance(i, int) for i in full):
+        # torch (unlike NumPy) applies integer indices first, as selects: x[:, idx, :, 0]
+        # indexes x[:, :, :, 0] with idx, and the result axes stay in place (measured).
+        kept = [d for d, i in enumerate(full) if not isinstance(i, int)]
+        sl = [int(i) if isinstance(i, int) else [None, None, None] for i in full]
+        shape = tuple(x.shape[d] for d in kept)
+        x = cx.op("getitem", [tensor(0), sl], [x], identity(len(shape)), shape=shape, dtype=x.dtype)
+        batch = None if batch is None else {kept.index(d) for d in batch if d in kept}
+        full = [full[d] for d in kept]
     # 1. slices on the other axes
     if any(isinstance(i, slice) and i != slice(None) for i in full):
         sl = [[i.start, i.stop, i.step] if isinstance(i, slice) else [None, None, None] for i in full]
@@ -615,7 +629,6 @@ def _advanced_index(cx, x, index):
         x = cx.op("transpose", [tensor(0), order], [x], identity(x.rank),
                   shape=tuple(x.shape[d] for d in order), dtype=x.dtype)
     sizes = [x.shape[i] for i in range(len(adv))]
-    batch = cx.batch_axes(0)
 
     def follows_batch(d):  # without batch knowledge, torch axis 0 is taken to
         return d in batch if batch is not None else d == 0

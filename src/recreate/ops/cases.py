@@ -237,14 +237,18 @@ def getitem_build(draw):
     st = _st()
     shape = _shape(draw, min_rank=2)
     key = [slice(None)]
+    listed = False  # one list index at most, and then no None (refused with tensor indices)
     for s in shape[1:]:
-        kind = draw(st.sampled_from(["all", "int", "slice", "none"]))
-        if kind == "int":
+        kind = draw(st.sampled_from(["all", "int", "slice", "none", "list"]))
+        if kind == "list" and not listed and None not in key:
+            listed = True
+            key.append(draw(st.lists(st.integers(-s, s - 1), min_size=1, max_size=3)))
+        elif kind == "int":
             key.append(draw(st.integers(-s, s - 1)))
         elif kind == "slice":
             a = draw(st.integers(0, s - 1))
             key.append(slice(a, draw(st.integers(a + 1, s)), draw(st.integers(1, 2))))
-        elif kind == "none":
+        elif kind == "none" and not listed:
             key += [None, slice(None)]
         else:
             key.append(slice(None))
