@@ -80,7 +80,11 @@ def test_small_swin_v2_in_place_zero_of_a_view_of_a_folded_constant():
     b[n:2n].zero_()`): the view shares the clone's storage, so the clone changes. randomize_
     makes that slice non-zero in the model, so a converter that lost the write fails here
     (it did: max error 0.41 on a single attention block, 0.012 relative on swin_v2_t)."""
-    from torchvision.models.swin_transformer import PatchMergingV2, SwinTransformer, SwinTransformerBlockV2
+    from torchvision.models.swin_transformer import (
+        PatchMergingV2,
+        SwinTransformer,
+        SwinTransformerBlockV2,
+    )
 
     m = SwinTransformer(patch_size=[4, 4], embed_dim=16, depths=[2, 2], num_heads=[2, 4], window_size=[3, 3],
                         num_classes=7, block=SwinTransformerBlockV2, downsample_layer=PatchMergingV2)
