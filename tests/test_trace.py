@@ -158,7 +158,8 @@ def test_googlenet_randomized():
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name,size", [("resnet18", 64), ("efficientnet_b0", 64), ("vit_tiny_patch16_224", 224)])
+@pytest.mark.parametrize("name,size", [("resnet18", 64), ("efficientnet_b0", 64), ("vit_tiny_patch16_224", 224),
+                                       ("convnextv2_atto", 64), ("tiny_vit_5m_224", 224)])
 def test_timm(name, size):
     timm = pytest.importorskip("timm")
     m = timm.create_model(name, pretrained=False)

@@ -214,29 +214,126 @@ def _normalize_build(draw):
     return (lambda u: F.normalize(u, dim=d)), f"normalize(dim={d}) of {shape}", [x]
 
 
-@register_op(F.normalize, cases=C.custom(_normalize_build))
-def normalize(cx, x, p=2.0, dim=1, eps=1e-12, out=None):
-    axis = x.keras_axis(dim)
+def _p_norm(cx, x, p, axes, keepdims: bool, what: str):
+    """The p-norm of x over `axes` (Keras axes): 2, 1, inf, -inf, 0 (count of non-zeros)
+    and any other p; shared by F.normalize and torch.norm/linalg.vector_norm."""
+    kw = {"axis": tuple(axes), "keepdims": keepdims}
     p = float(p)
     if p == 2.0:
         norm = cx.op("square", [tensor(0)], [x], x.perm, shape=x.shape)
-        norm = cx.op("sum", [tensor(0)], [norm], x.perm, kwargs={"axis": axis, "keepdims": True})
-        norm = cx.op("sqrt", [tensor(0)], [norm], x.perm)
-    else:
-        norm = cx.op("abs", [tensor(0)], [x], x.perm, shape=x.shape)
-        if math.isinf(p):
-            norm = cx.op("max" if p > 0 else "min", [tensor(0)], [norm], x.perm,
-                         kwargs={"axis": axis, "keepdims": True})
-        elif p == 0.0:
+        norm = cx.op("sum", [tensor(0)], [norm], x.perm, kwargs=kw)
+        return cx.op("sqrt", [tensor(0)], [norm], x.perm)
+    if p == 0.0:
+        if what == "normalize":
             raise ConversionError("F.normalize(p=0) divides by a count of non-zeros: not converted")
-        else:
-            if p != 1.0:
-                norm = cx.op("power", [tensor(0), p], [norm], x.perm, shape=x.shape)
-            norm = cx.op("sum", [tensor(0)], [norm], x.perm, kwargs={"axis": axis, "keepdims": True})
-            if p != 1.0:
-                norm = cx.op("power", [tensor(0), 1.0 / p], [norm], x.perm)
+        nz = cx.op("not_equal", [tensor(0), 0.0], [x], x.perm, shape=x.shape)
+        nz = cx.op("cast", [tensor(0), str(cx.out_dtype).replace("torch.", "")], [nz], x.perm, shape=x.shape)
+        return cx.op("sum", [tensor(0)], [nz], x.perm, kwargs=kw)
+    norm = cx.op("abs", [tensor(0)], [x], x.perm, shape=x.shape)
+    if math.isinf(p):
+        return cx.op("max" if p > 0 else "min", [tensor(0)], [norm], x.perm, kwargs=kw)
+    if p != 1.0:
+        norm = cx.op("power", [tensor(0), p], [norm], x.perm, shape=x.shape)
+    norm = cx.op("sum", [tensor(0)], [norm], x.perm, kwargs=kw)
+    if p != 1.0:
+        norm = cx.op("power", [tensor(0), 1.0 / p], [norm], x.perm)
+    return norm
+
+
+@register_op(F.normalize, cases=C.custom(_normalize_build))
+def normalize(cx, x, p=2.0, dim=1, eps=1e-12, out=None):
+    norm = _p_norm(cx, x, p, [x.keras_axis(dim)], True, "normalize")
     norm = cx.op("maximum", [tensor(0), float(eps)], [norm], x.perm)
     return cx.op("divide", [tensor(0), tensor(1)], [x, norm], x.perm, shape=x.shape)
+
+
+def _norm_build(draw):
+    """torch.norm / Tensor.norm / torch.linalg.vector_norm / torch.linalg.norm (vector form):
+    p 2, 1, 3, inf, -inf, 0, 'fro'; one dim, several, or all; keepdim."""
+    st = _st()
+    shape = C.draw_shape(draw, min_rank=2)
+    rank = len(shape)
+    dims = sorted(set(draw(st.lists(st.integers(1, rank - 1), min_size=1, max_size=2))))
+    dim = dims[0] if len(dims) == 1 and draw(st.booleans()) else tuple(dims)
+    keep = draw(st.booleans())
+    (x,) = C.draw_inputs(draw, shape)
+    form = draw(st.sampled_from(["method", "torch.norm", "vector_norm", "linalg.norm", "fro"]))
+    p = draw(st.sampled_from([2, 1, 3, float("inf"), float("-inf"), 0]))
+    if form == "method":
+        return (lambda u: u.norm(p=p, dim=dim, keepdim=keep)), f"x.norm({p}, {dim}, {keep}) of {shape}", [x]
+    if form == "torch.norm":
+        return (lambda u: torch.norm(u, p, dim, keep)), f"torch.norm({p}, {dim}, {keep}) of {shape}", [x]
+    if form == "linalg.norm":
+        d = dims[0]
+        return (lambda u: torch.linalg.norm(u, p, d, keep)), f"linalg.norm({p}, {d}, {keep}) of {shape}", [x]
+    if form == "fro":
+        return (lambda u: torch.norm(u, "fro", dim, keep)), f"norm('fro', {dim}, {keep}) of {shape}", [x]
+    return (lambda u: torch.linalg.vector_norm(u, p, dim, keep)), f"vector_norm({p}, {dim}, {keep}) of {shape}", [x]
+
+
+@register_op(torch.norm, "norm", torch.linalg.vector_norm, torch.linalg.norm, cases=C.custom(_norm_build))
+def norm(cx, x, p="fro", dim=None, keepdim=False, out=None, dtype=None, *, ord=None):
+    """Vector p-norms (torch.linalg.norm with an int dim or a 1-D input is one too). Matrix
+    norms (two dims with an ord other than 'fro', 'nuc') are refused."""
+    target = cx.node.target
+    if target is torch.linalg.vector_norm:
+        p = 2 if ord is None and p == "fro" else (ord if ord is not None else p)
+    elif target is torch.linalg.norm:
+        p = ord if ord is not None else (None if p == "fro" else p)
+        if p is not None and (isinstance(dim, (tuple, list)) and len(dim) == 2 or (dim is None and x.rank == 2)):
+            raise ConversionError(f"torch.linalg.norm(ord={p!r}) over two dims is a matrix norm: not converted")
+        p = 2 if p is None else p
+    if p == "fro" or p is None:
+        p = 2
+    if isinstance(p, str):
+        raise ConversionError(f"norm p={p!r} is not supported (vector p-norms and 'fro' are)")
+    if dtype is not None:
+        raise ConversionError("norm(dtype=...) is not supported: cast the input instead")
+    dims = range(x.rank) if dim is None else ([dim] if isinstance(dim, int) else list(dim))
+    axes = sorted(x.keras_axis(d) for d in dims)
+    y = _p_norm(cx, x, p, axes, bool(keepdim), "norm")
+    if keepdim:
+        return y
+    kept = [d for d in range(x.rank) if d % x.rank not in {d2 % x.rank for d2 in dims}]
+    renum = {d: i for i, d in enumerate(kept)}
+    y.perm = tuple(renum[q] for q in x.perm if q in renum)
+    y.shape = tuple(cx.out_shape)
+    return y
+
+
+def _addcmul_build(draw):
+    """torch.addcmul / addcdiv (function and method) with value, operands broadcasting
+    (timm's Affine: addcmul(beta, alpha, x) with (1, 1, dim) parameters)."""
+    st = _st()
+    shape = C.draw_shape(draw, min_rank=2)
+    small = (1,) * (len(shape) - 1) + (shape[-1],)
+    x, a, b = C.draw_inputs(draw, shape, small, small)
+    value = draw(st.sampled_from([1, 0.5, -2.0]))
+    fn = draw(st.sampled_from(["addcmul", "addcdiv", "method"]))
+    b = np.abs(b) + np.float32(0.5)
+    if fn == "addcmul":
+        return (lambda u, v, w: torch.addcmul(v, w, u, value=value)), f"addcmul(value={value}) {shape}", [x, a, b]
+    if fn == "addcdiv":
+        return (lambda u, v, w: torch.addcdiv(u, v, w, value=value)), f"addcdiv(value={value}) {shape}", [x, a, b]
+    return (lambda u, v, w: u.addcmul(v, w, value=value)), f"x.addcmul(value={value}) {shape}", [x, a, b]
+
+
+@register_op(torch.addcmul, "addcmul", torch.addcdiv, "addcdiv", cases=C.custom(_addcmul_build))
+def addcmul(cx, x, tensor1, tensor2, *, value=1):
+    """input + value * tensor1 (* or /) tensor2, in torch's order of operations."""
+    divide = str(cx.node.target).endswith("addcdiv") or cx.node.target is torch.addcdiv
+    vals = [cx.torch(v) if isinstance(v, Value) else v for v in (x, tensor1, tensor2)]
+
+    def binary(fn, a, b):
+        ts = [v for v in (a, b) if isinstance(v, Value)]
+        args = [tensor(ts.index(v)) if isinstance(v, Value) else v for v in (a, b)]
+        shape = tuple(np.broadcast_shapes(*(v.shape if isinstance(v, Value) else () for v in (a, b))))
+        return cx.op(fn, args, ts, identity(len(shape)), shape=shape, dtype=cx.out_dtype)
+
+    t = binary("divide" if divide else "multiply", vals[1], vals[2])
+    if value != 1:
+        t = binary("multiply", t, float(value))
+    return binary("add", vals[0], t)
 
 
 # ---- reshuffles -------------------------------------------------------------------------------
