@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from recreate import ops
 from recreate.errors import ConversionError
-from recreate.ops import builtin, control_flow, functional, sampling, vision  # noqa: F401
+from recreate.ops import functional
 from torch import nn
 
 import numpy as np
@@ -19,6 +19,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from .test_ops_parity import check_op_case
+
+ops.load_all()  # registers the op converters
 
 EXAMPLES = max(5, int(os.environ.get("RECREATE_EXAMPLES", "25")) // 5)
 MINE = {name: cases for name, cases in ops.op_cases().items()

@@ -9,13 +9,14 @@ import os
 import recreate
 import torch
 from recreate import ops
-from recreate.ops import builtin, control_flow, functional, sampling, vision  # noqa: F401  (registers the op converters)
 from recreate.testing.parity import parity_error
 
 import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+
+ops.load_all()  # registers the op converters
 
 EXAMPLES = max(5, int(os.environ.get("RECREATE_EXAMPLES", "25")) // 5)
 OPS = ops.op_cases()

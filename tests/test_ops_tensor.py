@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from recreate import ops
 from recreate.errors import ConversionError
-from recreate.ops import builtin, control_flow, functional, sampling, tensor_ops, vision  # noqa: F401
+from recreate.ops import tensor_ops
 from recreate.testing.parity import parity_error
 from torch import nn
 
@@ -18,6 +18,8 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+
+ops.load_all()  # registers the op converters
 
 EXAMPLES = int(os.environ.get("RECREATE_TENSOR_EXAMPLES", "25"))
 

@@ -390,6 +390,50 @@ def test_hugging_face_llama_gqa_rotary_left_padding():
     assert report.passed, str(report)
 
 
+class _Hidden(nn.Module):
+    def __init__(self, model, cache: bool):
+        super().__init__()
+        self.model, self.cache = model, cache
+
+    def forward(self, ids, attention_mask):
+        kw = {"use_cache": False} if self.cache else {}
+        return self.model(input_ids=ids, attention_mask=attention_mask, **kw).last_hidden_state
+
+
+def _hf_decoders():
+    t = pytest.importorskip("transformers")
+    small = dict(vocab_size=100, max_position_embeddings=64)
+    return {
+        # Conv1D = torch.addmm on a viewed input
+        "gpt2": lambda: t.GPT2Model(t.GPT2Config(n_embd=32, n_layer=2, n_head=4, n_inner=64, vocab_size=100,
+                                                 n_positions=64)),
+        # learned positions: an nn.Embedding subclass calling super().forward (F.embedding)
+        "opt": lambda: t.OPTModel(t.OPTConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+                                              ffn_dim=64, word_embed_proj_dim=32, **small)),
+        # multi-query attention: x @ W.T in a concrete trace, v[..., [-2], :], one key/value head
+        "falcon": lambda: t.FalconModel(t.FalconConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+                                                       **small)),
+        # ALiBi via baddbmm with keywords, masked_fill
+        "bloom": lambda: t.BloomModel(t.BloomConfig(hidden_size=32, n_layer=2, n_head=4, vocab_size=100)),
+    }
+
+
+@pytest.mark.parametrize("name", ["gpt2", "opt", "falcon", "bloom"])
+def test_hugging_face_decoders_from_the_sweep(name):
+    """Decoder families that failed the Hugging Face sweep, each for one op or tracing gap,
+    with left padding and verified at another batch size."""
+    model = _hf_decoders()[name]()
+    model.config._attn_implementation = model.config._attn_implementation or "sdpa"
+    m = randomize_(_Hidden(model.eval(), cache=True), 0)
+    g = torch.Generator().manual_seed(0)
+    ids, mask = torch.randint(0, 100, (2, 10), generator=g), _padded(2, 10, [3, 0], left=True)
+    km = recreate.convert(m, (ids, mask))
+    ids3, mask3 = torch.randint(0, 100, (3, 10), generator=g), _padded(3, 10, [0, 2, 5], left=True)
+    assert_informative(m, (ids, mask), (ids, _padded(2, 10, [1, 4], left=True)))
+    report = recreate.verify(m, km, [(ids, mask), (ids3, mask3)])
+    assert report.passed, str(report)
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("name", ["inception_v3", "deeplabv3_mobilenet_v3_large", "s3d"])
 def test_more_torchvision_families(name):

@@ -841,7 +841,9 @@ def convert_traced(model, xs: list, io_layout: str, kwargs: dict | None = None, 
     """Trace `model` and build the Keras functional model (see module docstring)."""
     torch = require_torch("convert")
 
-    from .ops import builtin, control_flow, functional, sampling, vision  # noqa: F401  (registers the op converters)
+    from .ops import load_all
+
+    load_all()  # registers the op converters
 
     kwargs = dict(kwargs or {})
     tensor_kw = {k: (v if isinstance(v, torch.Tensor) else torch.as_tensor(np.asarray(v)))

@@ -58,3 +58,8 @@ def op_cases() -> dict[str, Callable]:
 
 def ops_without_cases() -> list:
     return sorted({f.__qualname__ for f in _OPS.values() if f not in _CASES})
+
+
+def load_all() -> None:
+    """Import every op-converter module (each registers its converters on import)."""
+    from . import builtin, control_flow, functional, sampling, tensor_ops, vision  # noqa: F401

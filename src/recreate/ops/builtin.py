@@ -850,7 +850,7 @@ def _sdpa_cases(draw):
     from hypothesis import strategies as st
 
     b, h, lq, lk, e = (draw(st.integers(1, 4)) for _ in range(5))
-    kind = draw(st.sampled_from(["none", "bool", "float", "causal", "gqa", "batch_mask"]))
+    kind = draw(st.sampled_from(["none", "bool", "float", "causal", "gqa", "batch_mask", "multi_query"]))
     scale = draw(st.sampled_from([None, 0.3]))
     ev = draw(st.integers(1, 4))
     if kind == "gqa":
@@ -860,6 +860,10 @@ def _sdpa_cases(draw):
         return (lambda q_, k_, v_: F.scaled_dot_product_attention(q_, k_, v_, is_causal=causal, scale=scale,
                                                                   enable_gqa=True)), \
             f"sdpa gqa causal={causal} scale={scale}", [q, k, v]
+    if kind == "multi_query":  # one key/value head broadcast over the query heads (Falcon), no enable_gqa
+        q, k, v = C.draw_inputs(draw, (b, h + 1, lq, e), (b, 1, lk, e), (b, 1, lk, ev))
+        return (lambda q_, k_, v_: F.scaled_dot_product_attention(q_, k_, v_, scale=scale)), \
+            f"sdpa multi-query scale={scale}", [q, k, v]
     q, k, v = C.draw_inputs(draw, (b, h, lq, e), (b, h, lk, e), (b, h, lk, ev))
     if kind == "batch_mask":
         # a per-sample boolean mask (a model input) with some rows fully masked: torch gives zeros
@@ -887,6 +891,8 @@ def scaled_dot_product_attention(cx, q, k, v, attn_mask=None, dropout_p=0.0, is_
     if dropout_p:
         raise ConversionError(f"scaled_dot_product_attention(dropout_p={dropout_p}) drops attention weights at "
                               "random even in eval mode: pass dropout_p=0.0 when not training")
+    if q.rank >= 3 and q.shape[-3] != k.shape[-3] and k.shape[-3] == 1 and v.shape[-3] == 1:
+        enable_gqa = True  # one key/value head broadcasts (Falcon's multi-query): GQA with one group
     if q.rank >= 3 and q.shape[-3] != k.shape[-3]:
         if not enable_gqa:
             raise ConversionError(f"query has {q.shape[-3]} heads, key {k.shape[-3]}: torch needs enable_gqa=True")
