@@ -377,25 +377,16 @@ def _in_place_operator(op):
     return method
 
 
-class _InPlaceOperators:
-    """`y += w` on a traced tensor: torch.fx's Proxy has no __iadd__, so Python falls back to
-    __add__ and the graph loses that y itself changed (a later use of y, or of another name
-    for it, then read the unchanged y). Record operator.iadd & co instead; the converter
-    writes the result into y (see _write_in_place)."""
+# Python's in-place operators on tensors: `y += w` writes into y.
+_IN_PLACE_NAMES = ("iadd", "isub", "imul", "itruediv", "ifloordiv", "imod", "ipow", "iand", "ior", "ixor",
+                   "ilshift", "irshift", "imatmul")
 
-    __iadd__ = _in_place_operator(operator.iadd)
-    __isub__ = _in_place_operator(operator.isub)
-    __imul__ = _in_place_operator(operator.imul)
-    __itruediv__ = _in_place_operator(operator.itruediv)
-    __ifloordiv__ = _in_place_operator(operator.ifloordiv)
-    __imod__ = _in_place_operator(operator.imod)
-    __ipow__ = _in_place_operator(operator.ipow)
-    __iand__ = _in_place_operator(operator.iand)
-    __ior__ = _in_place_operator(operator.ior)
-    __ixor__ = _in_place_operator(operator.ixor)
-    __ilshift__ = _in_place_operator(operator.ilshift)
-    __irshift__ = _in_place_operator(operator.irshift)
-    __imatmul__ = _in_place_operator(operator.imatmul)
+# `y += w` on a traced tensor: torch.fx's Proxy has no __iadd__, so Python falls back to
+# __add__ and the graph loses that y itself changed (a later use of y, or of another name for
+# it, then read the unchanged y). These methods record operator.iadd & co instead; the
+# converter writes the result into y (see _write_in_place).
+_InPlaceOperators = type("_InPlaceOperators", (), {
+    f"__{name}__": _in_place_operator(getattr(operator, name)) for name in _IN_PLACE_NAMES})
 
 
 @functools.cache
@@ -1048,9 +1039,7 @@ def _propagate_shapes(gm, args: list) -> None:
     release_free_memory()
 
 
-_IN_PLACE_OPERATORS = {operator.iadd, operator.isub, operator.imul, operator.itruediv, operator.ifloordiv,
-                       operator.imod, operator.ipow, operator.iand, operator.ior, operator.ixor, operator.ilshift,
-                       operator.irshift, operator.imatmul, operator.setitem}
+_IN_PLACE_OPERATORS = {*(getattr(operator, name) for name in _IN_PLACE_NAMES), operator.setitem}
 
 
 def _in_place(node, kwargs) -> bool:
