@@ -326,13 +326,14 @@ def test_raft_optical_flow():
     assert one.passed, str(one)
 
 
-class _MaskedBert(nn.Module):
-    def __init__(self, bert):
+class _Hidden(nn.Module):
+    def __init__(self, model, cache: bool):
         super().__init__()
-        self.bert = bert
+        self.model, self.cache = model, cache
 
     def forward(self, ids, attention_mask):
-        return self.bert(input_ids=ids, attention_mask=attention_mask).last_hidden_state
+        kw = {"use_cache": False} if self.cache else {}
+        return self.model(input_ids=ids, attention_mask=attention_mask, **kw).last_hidden_state
 
 
 def _padded(batch, length, pads, left=False):
@@ -343,6 +344,18 @@ def _padded(batch, length, pads, left=False):
     return mask
 
 
+def _check_padded_text(m, length, pads, pads3, other_pads, left=False):
+    """Convert at batch 2 with the padding `pads`, check the output depends on the padding
+    (`other_pads`), verify at batch 2 and at batch 3 with other padding (`pads3`)."""
+    g = torch.Generator().manual_seed(0)
+    ids, mask = torch.randint(0, 100, (2, length), generator=g), _padded(2, length, pads, left)
+    km = recreate.convert(m, (ids, mask))
+    ids3, mask3 = torch.randint(0, 100, (3, length), generator=g), _padded(3, length, pads3, left)
+    assert_informative(m, (ids, mask), (ids, _padded(2, length, other_pads, left)))
+    report = recreate.verify(m, km, [(ids, mask), (ids3, mask3)])
+    assert report.passed, str(report)
+
+
 def test_hugging_face_bert_attention_mask():
     """Hugging Face's mask arithmetic: the padding mask indexed with arange(batch) and
     arange(kv) inside its mask functions (advanced indexing whose batch index follows the
@@ -351,14 +364,8 @@ def test_hugging_face_bert_attention_mask():
     transformers = pytest.importorskip("transformers")
     cfg = transformers.BertConfig(vocab_size=100, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
                                   intermediate_size=37, max_position_embeddings=64, attn_implementation="sdpa")
-    m = randomize_(_MaskedBert(transformers.BertModel(cfg)), 0)
-    g = torch.Generator().manual_seed(0)
-    ids, mask = torch.randint(0, 100, (2, 9), generator=g), _padded(2, 9, [3, 0])
-    km = recreate.convert(m, (ids, mask))
-    ids3, mask3 = torch.randint(0, 100, (3, 9), generator=g), _padded(3, 9, [0, 6, 1])
-    assert_informative(m, (ids, mask), (ids, _padded(2, 9, [5, 2])))
-    report = recreate.verify(m, km, [(ids, mask), (ids3, mask3)])
-    assert report.passed, str(report)
+    m = randomize_(_Hidden(transformers.BertModel(cfg), cache=False), 0)
+    _check_padded_text(m, 9, [3, 0], [0, 6, 1], [5, 2])
 
 
 class _CausalLM(nn.Module):
@@ -381,23 +388,7 @@ def test_hugging_face_llama_gqa_rotary_left_padding():
                                    num_key_value_heads=2, intermediate_size=37, max_position_embeddings=64,
                                    attn_implementation="sdpa", use_cache=False)
     m = randomize_(_CausalLM(transformers.LlamaForCausalLM(cfg)), 0)
-    g = torch.Generator().manual_seed(0)
-    ids, mask = torch.randint(0, 100, (2, 9), generator=g), _padded(2, 9, [3, 0], left=True)
-    km = recreate.convert(m, (ids, mask))
-    ids3, mask3 = torch.randint(0, 100, (3, 9), generator=g), _padded(3, 9, [0, 2, 5], left=True)
-    assert_informative(m, (ids, mask), (ids, _padded(2, 9, [1, 4], left=True)))
-    report = recreate.verify(m, km, [(ids, mask), (ids3, mask3)])
-    assert report.passed, str(report)
-
-
-class _Hidden(nn.Module):
-    def __init__(self, model, cache: bool):
-        super().__init__()
-        self.model, self.cache = model, cache
-
-    def forward(self, ids, attention_mask):
-        kw = {"use_cache": False} if self.cache else {}
-        return self.model(input_ids=ids, attention_mask=attention_mask, **kw).last_hidden_state
+    _check_padded_text(m, 9, [3, 0], [0, 2, 5], [1, 4], left=True)
 
 
 def _hf_decoders():
@@ -425,13 +416,7 @@ def test_hugging_face_decoders_from_the_sweep(name):
     model = _hf_decoders()[name]()
     model.config._attn_implementation = model.config._attn_implementation or "sdpa"
     m = randomize_(_Hidden(model.eval(), cache=True), 0)
-    g = torch.Generator().manual_seed(0)
-    ids, mask = torch.randint(0, 100, (2, 10), generator=g), _padded(2, 10, [3, 0], left=True)
-    km = recreate.convert(m, (ids, mask))
-    ids3, mask3 = torch.randint(0, 100, (3, 10), generator=g), _padded(3, 10, [0, 2, 5], left=True)
-    assert_informative(m, (ids, mask), (ids, _padded(2, 10, [1, 4], left=True)))
-    report = recreate.verify(m, km, [(ids, mask), (ids3, mask3)])
-    assert report.passed, str(report)
+    _check_padded_text(m, 10, [3, 0], [0, 2, 5], [1, 4], left=True)
 
 
 @pytest.mark.slow
