@@ -199,6 +199,11 @@ def _st():
     return st
 
 
+def draw_rng(draw) -> np.random.Generator:
+    """A numpy generator seeded from the Hypothesis draw (so failing examples replay)."""
+    return np.random.default_rng(draw(_st().integers(0, 2**31 - 1)))
+
+
 def view_build(draw):
     st = _st()
     shape = _shape(draw, min_rank=2)
@@ -483,7 +488,7 @@ def cast_build(draw):
         if draw(st.booleans()):
             x[..., 0] = 0.0  # zeros: .bool() is False there
     else:
-        rng = np.random.default_rng(draw(st.integers(0, 2**31 - 1)))
+        rng = draw_rng(draw)
         x = rng.integers(-5, 6, shape).astype(src)
     form = draw(st.sampled_from(["float", "double", "half", "int", "long", "bool", "to_dtype", "to_kw", "to_cpu",
                                  "type", "type_as", "to_same"]))
@@ -637,7 +642,7 @@ def linear_build(draw):
     shape = _shape(draw, min_rank=2, max_rank=4)
     out = draw(st.integers(1, 4))
     (x,) = _inputs(draw, shape)
-    rng = np.random.default_rng(draw(st.integers(0, 2**31 - 1)))
+    rng = draw_rng(draw)
     w = torch.tensor(rng.standard_normal((out, shape[-1])).astype(np.float32))
     b = torch.tensor(rng.standard_normal(out).astype(np.float32)) if draw(st.booleans()) else None
     if b is None and draw(st.booleans()):
@@ -660,7 +665,7 @@ def layer_norm_build(draw):
     shape = _shape(draw, min_rank=2, max_rank=4)
     k = draw(st.integers(1, len(shape) - 1))
     norm = shape[-k:]
-    rng = np.random.default_rng(draw(st.integers(0, 2**31 - 1)))
+    rng = draw_rng(draw)
     w = _constant(rng, norm) if draw(st.booleans()) else None
     b = _constant(rng, norm) if draw(st.booleans()) else None
     # 1-3 values per group are ill-conditioned at small eps (recreate.converters.norm._draw_eps):
@@ -680,7 +685,7 @@ def batch_norm_build(draw):
     st = _st()
     shape = _shape(draw, min_rank=2, max_rank=5, max_side=3)
     c = shape[1]
-    rng = np.random.default_rng(draw(st.integers(0, 2**31 - 1)))
+    rng = draw_rng(draw)
     rm, rv = _constant(rng, (c,)), _constant(rng, (c,), positive=True)
     w = _constant(rng, (c,)) if draw(st.booleans()) else None
     b = _constant(rng, (c,)) if draw(st.booleans()) else None
@@ -849,7 +854,7 @@ def grid_sample_build(draw):
     spatial = tuple(draw(st.integers(1, 4)) for _ in range(nd))
     out = tuple(draw(st.integers(1, 3)) for _ in range(nd))
     (x,) = _inputs(draw, (n, c, *spatial))
-    rng = np.random.default_rng(draw(st.integers(0, 2**31 - 1)))
+    rng = draw_rng(draw)
     grid = rng.uniform(-1.3, 1.3, (n, *out, nd)).astype(np.float32)
     desc = f"grid_sample({mode}, {pm}, align_corners={ac}) of {(n, c, *spatial)}, grid {grid.shape}"
     return (lambda u, g: F.grid_sample(u, g, mode, pm, ac)), desc, [x, grid]
@@ -902,7 +907,7 @@ def roi_align_build(draw, aten=False):
     aligned = draw(st.booleans())
     k = draw(st.integers(1, 4))
     (x,) = _inputs(draw, (n, c, h, w))
-    rng = np.random.default_rng(draw(st.integers(0, 2**31 - 1)))
+    rng = draw_rng(draw)
     rois = _rois(rng, n, k, h, w, scale)
     if ratio == -1:
         # adaptive sampling: ceil(roi size / output size) points, at most the layer's cap
@@ -931,7 +936,7 @@ def roi_pool_build(draw):
     scale = draw(st.sampled_from([1.0, 0.5]))
     k = draw(st.integers(1, 4))
     (x,) = _inputs(draw, (n, c, h, w))
-    rois = _rois(np.random.default_rng(draw(st.integers(0, 2**31 - 1))), n, k, h, w, scale)
+    rois = _rois(draw_rng(draw), n, k, h, w, scale)
     desc = f"roi_pool(out={out}, scale={scale}) of {(n, c, h, w)}, {k} boxes"
     _tv("roi_pool")
     if draw(st.booleans()):
@@ -959,7 +964,7 @@ def deform_conv2d_build(draw, aten=False):
     w = draw(st.integers(max(1, dil[1] * (kw - 1) + 1 - 2 * pad[1]), 5))
     oh = (h + 2 * pad[0] - dil[0] * (kh - 1) - 1) // stride[0] + 1
     ow = (w + 2 * pad[1] - dil[1] * (kw - 1) - 1) // stride[1] + 1
-    rng = np.random.default_rng(draw(st.integers(0, 2**31 - 1)))
+    rng = draw_rng(draw)
     weight = torch.tensor((rng.standard_normal((cout, cin // groups, kh, kw)) * 0.5).astype(np.float32))
     bias = torch.tensor(rng.standard_normal(cout).astype(np.float32)) if draw(st.booleans()) else None
     use_mask = draw(st.booleans())

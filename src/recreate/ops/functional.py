@@ -32,14 +32,11 @@ from ..errors import ConversionError
 from ..trace import Value, identity, tensor
 from . import cases as C
 from . import register_op
-from .builtin import _copy_constants, _elementwise, _slices
+from .builtin import _align, _copy_constants, _elementwise, _scaled, _slices, _template
 from .builtin import constant_tensor as _const
 
-
-def _st():
-    from hypothesis import strategies as st
-
-    return st
+_st = C._st
+_rng = C.draw_rng
 
 
 def _tup(v):
@@ -50,10 +47,6 @@ def _need_batched(x, nd: int, name: str):
     if x.rank != nd + 2:
         raise ConversionError(f"{name} of a rank-{x.rank} input: only batched (N, C, *{nd} spatial) inputs are "
                               "converted; unsqueeze(0) an unbatched input")
-
-
-def _rng(draw):
-    return np.random.default_rng(draw(_st().integers(0, 2**31 - 1)))
 
 
 # ---- convolutions -----------------------------------------------------------------------------
@@ -320,20 +313,20 @@ def _addcmul_build(draw):
 
 @register_op(torch.addcmul, "addcmul", torch.addcdiv, "addcdiv", cases=C.custom(_addcmul_build))
 def addcmul(cx, x, tensor1, tensor2, *, value=1):
-    """input + value * tensor1 (* or /) tensor2, in torch's order of operations."""
+    """input + value * tensor1 (* or /) tensor2, in torch's order of operations; operands
+    broadcast and keep their layout as in the elementwise ops (_align)."""
     divide = str(cx.node.target).endswith("addcdiv") or cx.node.target is torch.addcdiv
-    vals = [cx.torch(v) if isinstance(v, Value) else v for v in (x, tensor1, tensor2)]
 
     def binary(fn, a, b):
-        ts = [v for v in (a, b) if isinstance(v, Value)]
-        args = [tensor(ts.index(v)) if isinstance(v, Value) else v for v in (a, b)]
+        vals, perm = _align(cx, [a, b])
+        tmpl, tensors = _template(vals)
         shape = tuple(np.broadcast_shapes(*(v.shape if isinstance(v, Value) else () for v in (a, b))))
-        return cx.op(fn, args, ts, identity(len(shape)), shape=shape, dtype=cx.out_dtype)
+        return cx.op(fn, tmpl, tensors, perm, shape=shape, dtype=cx.out_dtype)
 
-    t = binary("divide" if divide else "multiply", vals[1], vals[2])
+    t = binary("divide" if divide else "multiply", tensor1, tensor2)
     if value != 1:
-        t = binary("multiply", t, float(value))
-    return binary("add", vals[0], t)
+        t = _scaled(cx, t, value)
+    return binary("add", x, t)
 
 
 # ---- reshuffles -------------------------------------------------------------------------------

@@ -25,15 +25,8 @@ from . import cases as C
 from . import register_op
 from .builtin import _align, _template
 
-
-def _st():
-    from hypothesis import strategies as st
-
-    return st
-
-
-def _rng(draw):
-    return np.random.default_rng(draw(_st().integers(0, 2**31 - 1)))
+_st = C._st
+_rng = C.draw_rng
 
 
 def _arg_node(cx, pos: int, name: str):
