@@ -7,6 +7,7 @@ the module path), `transfer_weights` fills them, and layout tags say where a tra
 from __future__ import annotations
 
 import dataclasses
+import os
 import re
 
 import numpy as np
@@ -88,10 +89,8 @@ def convert(module, example_inputs, io_layout: str = "torch", *, kwargs: dict | 
     if io_layout not in ("torch", "keras"):
         raise ValueError(f"io_layout must be 'torch' or 'keras', got {io_layout!r}")
     if find_entry(type(module)) is None:
-        from .trace import convert_traced
-
         xs = [x if isinstance(x, torch.Tensor) else torch.as_tensor(x) for x in _as_tuple(example_inputs)]
-        return convert_traced(module, xs, io_layout, kwargs=kwargs, name=name)
+        return _convert_whole(module, xs, io_layout, kwargs, name)
     # A tuple argument of a registered module (LSTM's (h_0, c_0)) becomes further positional
     # Keras inputs, flattened in order.
     xs = [x if isinstance(x, torch.Tensor) else torch.as_tensor(x)
@@ -144,6 +143,30 @@ def convert(module, example_inputs, io_layout: str = "torch", *, kwargs: dict | 
                         name=type(module).__name__)
     transfer_weights(module, model, mapping={layer_name: ""})
     return model
+
+
+def _convert_whole(module, xs, io_layout, kwargs, name):
+    """Capture with torch.export (recreate.tracer); where that capture or one of its ops is
+    not supported yet, the torch.fx tracer (recreate.trace) is tried before giving up, and
+    the torch.export error is the one raised. RECREATE_CAPTURE=export|fx picks one."""
+    from .errors import RecreateError
+    from .trace import convert_traced
+    from .tracer import convert_exported
+
+    mode = os.environ.get("RECREATE_CAPTURE", "auto")
+    if mode not in ("auto", "export", "fx"):
+        raise ValueError(f"RECREATE_CAPTURE must be auto, export or fx, got {mode!r}")
+    if mode == "fx":
+        return convert_traced(module, xs, io_layout, kwargs=kwargs, name=name)
+    try:
+        return convert_exported(module, xs, io_layout, kwargs=kwargs, name=name)
+    except RecreateError as first:
+        if mode == "export":
+            raise
+        try:
+            return convert_traced(module, xs, io_layout, kwargs=kwargs, name=name)
+        except RecreateError:
+            raise first from None
 
 
 def _keras_dtype(x) -> str:

@@ -57,3 +57,12 @@ class CheckpointError(RecreateError, ValueError):
 
 class ConversionError(RecreateError, ValueError):
     """A module's configuration cannot be represented by the converter."""
+
+
+class UntraceableError(RecreateError, RuntimeError):
+    """Part of the model could not be captured (data-dependent Python control flow, an
+    unsupported construct): the message names the module path and the user's source line."""
+
+
+class UnsupportedOpError(RecreateError, NotImplementedError):
+    """An operation between registered modules has no op converter."""

@@ -35,17 +35,9 @@ import numpy as np
 
 from ._backend import keras, require_torch
 from ._memory import Releaser, release_free_memory
-from .errors import ConversionError, RecreateError
+from .errors import ConversionError, RecreateError, UnsupportedOpError, UntraceableError
 from .layout import to_channels_last_perm
 from .registry import ANY, CHANNELS_LAST, BuildContext, find_entry
-
-
-class UntraceableError(RecreateError, RuntimeError):
-    """torch.fx could not trace part of the model."""
-
-
-class UnsupportedOpError(RecreateError, NotImplementedError):
-    """An operation between modules has no op converter."""
 
 
 @dataclass

@@ -19,7 +19,7 @@ from ._backend import keras, require_torch
 from ._memory import Releaser, release_free_memory
 from .errors import TransferError
 from .registry import WeightRules, rules_for
-from .transforms import Transform, flatten_rows_chw_to_hwc, then
+from .transforms import IDENTITY, Transform, flatten_rows_chw_to_hwc, then
 
 #: torch tensors that never carry inference state, ignored everywhere.
 ALWAYS_IGNORED = ("num_batches_tracked",)
@@ -156,6 +156,10 @@ def transfer_weights(
     def visit(layer, parent_torch: str | None) -> None:
         if getattr(layer, "transfer_skip", False):
             return  # constants and ad-hoc layers filled at conversion
+        if getattr(layer, "torch_name", None):
+            # recreate.layers.Parameter: one torch tensor, by its state-dict name.
+            _plan_tensor(layer, flat, plans, used, problems, report)
+            return
         tname = torch_name_for(layer, parent_torch)
         if tname is not None:
             _plan_layer(layer, tname, modules, flat, row_perms.get(id(layer)), plans, used,
@@ -410,6 +414,34 @@ def _plan_layer(layer, tname, modules, flat, row_perm, plans, used, problems, co
             f"Keras '{layer.name}' variables {left} have no torch source (rule {label}, torch "
             f"tensors under '{tname}': {sorted(sub)})"
         )
+
+
+def _plan_tensor(layer, flat, plans, used, problems, report) -> None:
+    """A Parameter layer <- the torch tensor of its `torch_name`, as it is."""
+    key = layer.torch_name
+    var = layer.weights[0] if layer.weights else None
+    if var is None:
+        return
+    target = tuple(int(d) for d in var.shape)
+    where = f"Keras '{layer.name}/value' {target}"
+    if key not in flat:
+        problems.append(f"{where} needs torch tensor '{key}', which does not exist")
+        return
+    got = tuple(flat[key].shape)
+    if got != target:
+        problems.append(f"shape mismatch: {where} <- torch '{key}' {got}")
+        return
+    row = LayerRow(keras=layer.name, torch=key, rule="Parameter <- tensor")
+    report.rows.append(row)
+    src_dt = _dtype_name(flat[key])
+    if src_dt != str(var.dtype):
+        if _dtype_kind(flat[key]) not in _FLOAT_KINDS and str(var.dtype).startswith("float"):
+            problems.append(f"{where} is {var.dtype} but torch '{key}' is {src_dt}")
+            return
+        report.casts.append(f"{key}: {src_dt} -> {var.dtype}")
+        row.notes.append(f"cast {src_dt}->{var.dtype}")
+    plans.append(_Plan(var, (key,), IDENTITY, None, target, row))
+    used.add(key)
 
 
 def _check_config(rules: WeightRules, module, layer, tname, problems) -> None:

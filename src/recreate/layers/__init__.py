@@ -42,6 +42,7 @@ from .max_unpool import MaxUnpooling
 from .nms import NonMaxSuppression
 from .op import Constant, Op
 from .pad import Pad
+from .parameter import Parameter
 from .pixel_shuffle import PixelShuffle, PixelUnshuffle
 from .recurrent import Recurrent, RecurrentCell
 from .roi_align import RoIAlign
@@ -94,6 +95,7 @@ __all__ = [
     "Op",
     "Pad",
     "PairwiseDistance",
+    "Parameter",
     "PixelShuffle",
     "PixelUnshuffle",
     "Recurrent",

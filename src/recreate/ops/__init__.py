@@ -63,3 +63,4 @@ def ops_without_cases() -> list:
 def load_all() -> None:
     """Import every op-converter module (each registers its converters on import)."""
     from . import builtin, control_flow, functional, sampling, tensor_ops, vision  # noqa: F401
+    from . import aten_core  # noqa: F401  (after the torch-level converters it reuses)
