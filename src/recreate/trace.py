@@ -351,15 +351,10 @@ def _meta_of(out):
 
 
 def _source_line(node) -> str:
-    """The user's source line that created the node (not torch.fx's own frames)."""
-    st = node.meta.get("stack_trace")
-    if st:
-        lines = [ln.strip() for ln in st.strip().splitlines() if ln.strip().startswith("File")]
-        lines = [ln for ln in lines if "/torch/fx/" not in ln and "/torch/nn/modules/module.py" not in ln
-                 and "/recreate/trace.py" not in ln and "/torch/overrides.py" not in ln]
-        if lines:
-            return lines[-1]
-    return ""
+    """The user's source line that created the node (not torch's or recreate's own frames)."""
+    from ._frames import user_line
+
+    return user_line(node.meta.get("stack_trace"))
 
 
 def _in_place_operator(op):
@@ -813,7 +808,9 @@ def _innermost_module_frame(exc, model) -> str:
     import traceback
 
     frames = traceback.extract_tb(exc.__traceback__)
-    user = [f for f in frames if "/torch/" not in f.filename and "/recreate/" not in f.filename]
+    from ._frames import is_user_file
+
+    user = [f for f in frames if is_user_file(f.filename)]
     if not user:
         return ""
     f = user[-1]

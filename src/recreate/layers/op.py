@@ -13,6 +13,7 @@ import keras
 from keras import ops
 
 from ._common import serializable
+from .op_helpers import HELPERS as _FAMILY_HELPERS
 
 TENSOR = "__tensor__"
 
@@ -129,6 +130,10 @@ HELPERS = {
     "torch_remainder": _torch_remainder,
     "roll": _roll,  # shadows keras.ops.roll: same semantics, TFLite builtins only
 }
+
+
+for _name, _fn in _FAMILY_HELPERS.items():  # the ATen op families' helpers (layers/op_helpers)
+    HELPERS.setdefault(_name, _fn)
 
 
 def _resolve(name: str):

@@ -63,4 +63,5 @@ def ops_without_cases() -> list:
 def load_all() -> None:
     """Import every op-converter module (each registers its converters on import)."""
     from . import builtin, control_flow, functional, sampling, tensor_ops, vision  # noqa: F401
-    from . import aten_core  # noqa: F401  (after the torch-level converters it reuses)
+    # ATen converters after the torch-level converters some of them reuse
+    from . import aten_elementwise, aten_nn, aten_reduce, aten_shape  # noqa: F401
