@@ -156,8 +156,7 @@ def test_fold_refuses_a_block_count_that_does_not_match():
 @pytest.mark.parametrize("module, x", [
     (nn.Unfold(2), torch.randn(3, 4, 4)),
     (nn.Fold(3, 2), torch.randn(8, 4)),
-    (nn.Bilinear(4, 4, 2), (torch.randn(4), torch.randn(4))),
-], ids=["Unfold", "Fold", "Bilinear"])
+], ids=["Unfold", "Fold"])
 def test_unbatched_inputs_are_refused_with_a_hint(module, x):
     with pytest.raises(ConversionError, match=r"batch axis \(x\[None\]\)"):
         recreate.convert(module, x)

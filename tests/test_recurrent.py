@@ -165,12 +165,22 @@ def test_lstm_needs_both_states():
         recreate.convert(m, (torch.zeros(5, 2, 3), torch.zeros(1, 2, 4)))
 
 
-@pytest.mark.parametrize("module, shape, axes", [(nn.LSTM(3, 4), (5, 3), "axis 1 in the input and axis 1"),
-                                                  (nn.GRU(3, 4, batch_first=True), (5, 3), "axis 0 in the input"),
-                                                  (nn.GRUCell(3, 4), (3,), "axis 0 in the input and axis 0")])
-def test_unbatched_input_is_refused(module, shape, axes):
-    with pytest.raises(ConversionError, match=f"unbatched input of shape .*{axes}"):
-        recreate.convert(module.eval(), torch.zeros(shape))
+@pytest.mark.parametrize("module, shape", [(nn.LSTM(3, 4), (5, 3)), (nn.GRU(3, 4, batch_first=True), (5, 3)),
+                                           (nn.GRUCell(3, 4), (3,))], ids=["LSTM", "GRU", "GRUCell"])
+def test_unbatched_input(module, shape):
+    """torch's unbatched forms (no batch axis at all): an RNN's (L, H_in) sequence goes in as
+    it is; a cell's single feature vector makes a model that takes a batch of them."""
+    m = randomize_(module, 3).eval()
+    x = np.random.default_rng(3).standard_normal(shape).astype("float32")
+    km = recreate.convert(m, torch.tensor(x))
+    with torch.no_grad():
+        ref = m(torch.tensor(x))
+    ref = ref[0] if isinstance(ref, tuple) else ref
+    cell = x.ndim == 1
+    got = km(x[None] if cell else x)
+    got = np.asarray(got[0] if isinstance(got, (list, tuple)) else got)
+    np.testing.assert_allclose(got[0] if cell else got, ref.numpy(), atol=1e-5)
+    assert not np.allclose(ref.numpy(), 0)
 
 
 def test_initial_state_as_keyword():
@@ -201,7 +211,7 @@ def test_layer_argument_errors():
     with pytest.raises(ValueError, match="proj_size=1 needs mode='LSTM'"):
         Recurrent("GRU", 3, 4, proj_size=1)
     with pytest.raises(ValueError, match="rank 3"):
-        Recurrent("GRU", 3, 4)(keras.Input((3,)))
+        Recurrent("GRU", 3, 4)(keras.Input(shape=(), batch_size=2))
 
 
 def test_transfer_refuses_a_different_mode():

@@ -41,13 +41,26 @@ def _spatial_dims(torch_type: type) -> int | None:
 
 
 def is_unbatched(module, shapes) -> bool:
-    """True when a channels-first module (Conv2d, MaxPool1d, ReflectionPad3d, ...) is given
-    an input without the batch axis, as torch allows: rank = spatial dims + 1. Batch norm
-    reads (N, C) as batched and is never unbatched."""
+    """True when a module is given an input without the batch axis, as torch allows: a
+    channels-first module (Conv2d, MaxPool1d, ReflectionPad3d, ...) an input of rank =
+    spatial dims + 1, Linear/Bilinear/RNNCell/LSTMCell/GRUCell one feature vector (rank 1),
+    an elementwise module (and PReLU) a scalar (rank 0). Batch norm reads (N, C) as batched
+    and is never unbatched. (nn.RNN/LSTM/GRU take their unbatched (L, H_in) form as it is:
+    recreate.layers.Recurrent handles it like torch.)"""
     torch = require_torch("convert")
+    if not shapes:
+        return False
+    # A scalar has no axis for Keras's batch: the Keras model of an elementwise module takes
+    # a batch of scalars. (A module that names an axis, such as Softmax(dim=0), must not
+    # see the added axis as its own: it keeps the scalar and refuses it.)
+    if len(shapes[0]) == 0:
+        return lookup(module).layout[0] == ANY or isinstance(module, torch.nn.PReLU)
+    # Modules on feature vectors take one vector as torch's unbatched form.
+    if isinstance(module, (torch.nn.Linear, torch.nn.Bilinear, torch.nn.RNNCellBase)):
+        return len(shapes[0]) == 1
     n = _spatial_dims(type(module))
     entry = lookup(module)
-    if n is None or entry.layout[0] == TORCH or not shapes:
+    if n is None or entry.layout[0] == TORCH:
         return False
     # Batch norm reads (N, C) as batched; Upsampling*2d passes a 3-D tensor to F.interpolate,
     # which reads it as (N, C, L) (1-D nearest) or rejects it (bilinear): never unbatched.
@@ -58,6 +71,22 @@ def is_unbatched(module, shapes) -> bool:
     if type(module).__name__ == "FrozenBatchNorm2d":
         return False
     return len(shapes[0]) == n + 1
+
+
+def bind_leading_input(module, args: tuple, kwargs: dict | None) -> tuple[tuple, dict | None]:
+    """A module called with its first input by keyword (`linear(input=x)`, as
+    PyTorch's own module samples do) gets it positionally: a Keras layer's first input is
+    positional. The other keyword arguments stay keyword arguments."""
+    if args or not kwargs:
+        return args, kwargs
+    import inspect
+
+    params = [p for p in inspect.signature(module.forward).parameters.values()
+              if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+    if not params or params[0].name not in kwargs:
+        return args, kwargs
+    kwargs = dict(kwargs)
+    return (kwargs.pop(params[0].name),), kwargs
 
 
 def convert(module, example_inputs, io_layout: str = "torch", *, kwargs: dict | None = None,
@@ -73,12 +102,15 @@ def convert(module, example_inputs, io_layout: str = "torch", *, kwargs: dict | 
     tensors in PyTorch's layout, exactly like the module (one transpose at each boundary);
     with io_layout="keras" it takes and returns channels-last tensors.
 
-    An input without a batch axis, where torch accepts one (a (C, H, W) tensor for Conv2d),
-    gives a model that takes a batch of such samples: `km(x[None])[0]` is `module(x)`.
+    An input without a batch axis, where torch accepts one (a (C, H, W) tensor for Conv2d,
+    a feature vector for Linear or an RNN cell, a scalar for an activation), gives a model
+    that takes a batch of such samples: `km(x[None])[0]` is `module(x)`.
 
     `kwargs` are forward() keyword arguments: non-tensor values (need_weights=False) are
     fixed in the converted layer; tensor values (attn_mask=...) become further Keras model
-    inputs, after the positional ones and in the order given, in PyTorch layout.
+    inputs, after the positional ones and in the order given, in PyTorch layout. A module's
+    first input given by keyword (`kwargs={"input": x}` with no positional input) is taken
+    as its positional input.
 
     Example::
 
@@ -91,6 +123,7 @@ def convert(module, example_inputs, io_layout: str = "torch", *, kwargs: dict | 
     if find_entry(type(module)) is None:
         xs = [x if isinstance(x, torch.Tensor) else torch.as_tensor(x) for x in _as_tuple(example_inputs)]
         return _convert_whole(module, xs, io_layout, kwargs, name)
+    example_inputs, kwargs = bind_leading_input(module, _as_tuple(example_inputs), kwargs)
     # A tuple argument of a registered module (LSTM's (h_0, c_0)) becomes further positional
     # Keras inputs, flattened in order.
     xs = [x if isinstance(x, torch.Tensor) else torch.as_tensor(x)

@@ -168,7 +168,9 @@ def conv_transpose(m, ctx):
             f"{kind}: padding={p} leaves no output for an input of spatial size {list(spatial)}"
         )
     use_bias = m.bias is not None
-    stock = m.groups == 1 and not (max(s) > 1 and max(d) > 1) and all(o < si for o, si in zip(op, s))
+    # TensorFlow's CPU kernel for a stock transposed convolution (Conv2DBackpropInput) refuses
+    # dilation > 1 at run time: recreate's ConvTranspose takes those.
+    stock = m.groups == 1 and max(d) == 1 and all(o < si for o, si in zip(op, s))
     if not stock:
         return ConvTranspose(m.out_channels, k, strides=s, padding=p, output_padding=op, dilation_rate=d,
                              groups=m.groups, use_bias=use_bias)

@@ -123,11 +123,12 @@ def _check_inputs(m, ctx, n_states: int, what: str, rank: int) -> None:
     """Positional inputs are the input then the flattened initial state(s)."""
     shapes = ctx.input_shapes
     kind = type(m).__name__
-    if shapes and len(shapes[0]) == rank - 1:
-        batch_axis = 0 if rank == 2 or m.batch_first else 1
+    # nn.RNN/LSTM/GRU take torch's unbatched (L, H_in) form as it is; the cells' unbatched
+    # (H_in,) reaches them with a batch axis (recreate.convert adds it).
+    if shapes and len(shapes[0]) == 1 and rank == 2:
         raise ConversionError(
-            f"{kind} got an unbatched input of shape {shapes[0]}, which its converter does not take: give "
-            f"a batch of one (insert axis {batch_axis} in the input and axis {rank - 2} in the states)"
+            f"{kind} got an unbatched input of shape {shapes[0]} inside a traced model: give a batch "
+            "of one (insert axis 0 in the input and the states)"
         )
     if "hx" in ctx.kwargs and "hx" not in ctx.tensor_kwargs:
         raise ConversionError(

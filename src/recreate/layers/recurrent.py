@@ -108,7 +108,8 @@ class Recurrent(keras.layers.Layer):
     `call(inputs, hx=None, cx=None)` takes torch's tensors in torch's layout: `inputs` is
     (N, L, input_size) with batch_first else (L, N, input_size); hx (torch's h_0) is
     (num_layers * num_directions, N, proj_size or hidden_size), cx (LSTM's c_0) the same with
-    hidden_size; zeros when absent. Returns (output, h_n) or, for LSTM, (output, h_n, c_n),
+    hidden_size; zeros when absent. Unbatched, as torch: inputs (L, input_size), states
+    without the N axis, results likewise. Returns (output, h_n) or, for LSTM, (output, h_n, c_n),
     shaped as torch's. Dropout between layers acts in training only and is not applied.
 
     Example::
@@ -156,13 +157,18 @@ class Recurrent(keras.layers.Layer):
                                                  self.proj_size, self.bias))
 
     def compute_output_shape(self, input_shape):
+        states = self.num_layers * self.num_directions
+        if len(input_shape) == 2:  # unbatched (L, input_size)
+            shapes = [(input_shape[0], self.num_directions * self.output_size), (states, self.output_size)]
+            if self.mode == "LSTM":
+                shapes.append((states, self.hidden_size))
+            return tuple(shapes)
         if len(input_shape) != 3:
-            raise ValueError(f"Recurrent takes batched input of rank 3, got shape {tuple(input_shape)}")
+            raise ValueError(f"Recurrent takes input of rank 3 (or 2, unbatched), got shape {tuple(input_shape)}")
         time_axis, batch_axis = (1, 0) if self.batch_first else (0, 1)
         out = [None, None, self.num_directions * self.output_size]
         out[time_axis], out[batch_axis] = input_shape[time_axis], input_shape[batch_axis]
         batch = input_shape[batch_axis]
-        states = self.num_layers * self.num_directions
         shapes = [tuple(out), (states, batch, self.output_size)]
         if self.mode == "LSTM":
             shapes.append((states, batch, self.hidden_size))
@@ -173,7 +179,20 @@ class Recurrent(keras.layers.Layer):
             raise ValueError("LSTM takes its initial states together: call(inputs, h_0, c_0)")
         if cx is not None and self.mode != "LSTM":
             raise ValueError(f"{self.mode} takes one initial state h_0, got a cell state too")
+        if len(inputs.shape) == 2:
+            # torch's unbatched form: input (L, input_size), states (layers * directions, H),
+            # whatever batch_first says; run as a batch of one, time-major.
+            def one(t):
+                return None if t is None else ops.expand_dims(t, 1)
+
+            result = self._call_time_major(ops.expand_dims(inputs, 1), one(hx), one(cx))
+            return tuple(ops.squeeze(t, 1) for t in result)
         x = inputs if not self.batch_first else ops.transpose(inputs, (1, 0, 2))  # time-major
+        output, *states = self._call_time_major(x, hx, cx)
+        output = output if not self.batch_first else ops.transpose(output, (1, 0, 2))
+        return (output, *states)
+
+    def _call_time_major(self, x, hx, cx):
         batch = ops.shape(x)[1]
         h_n, c_n = [], []
         for k in range(self.num_layers):
@@ -193,8 +212,7 @@ class Recurrent(keras.layers.Layer):
                 else:
                     h_n.append(state)
             x = outs[0] if len(outs) == 1 else ops.concatenate(outs, axis=-1)
-        output = x if not self.batch_first else ops.transpose(x, (1, 0, 2))
-        result = (output, ops.stack(h_n, axis=0))
+        result = (x, ops.stack(h_n, axis=0))
         if self.mode == "LSTM":
             result = (*result, ops.stack(c_n, axis=0))
         return result

@@ -65,3 +65,4 @@ def load_all() -> None:
     from . import builtin, control_flow, functional, sampling, tensor_ops, vision  # noqa: F401
     # ATen converters after the torch-level converters some of them reuse
     from . import aten_elementwise, aten_nn, aten_reduce, aten_shape  # noqa: F401
+    from . import aten_export_ir  # noqa: F401  (last: where a family registered an op, it keeps it)

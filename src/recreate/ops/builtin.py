@@ -34,7 +34,7 @@ def _align(cx, values):
         elif v.rank == top.rank:
             out.append(cx.to(v, perm))
         elif perm == identity(top.rank):
-            out.append(v)
+            out.append(cx.torch(v))  # broadcast along trailing torch axes: v in torch's order
         elif v.data is not None:
             # A model constant (layer scale, bias): expand and permute it now, not in the graph.
             full = (1,) * (top.rank - v.rank) + v.shape

@@ -101,7 +101,7 @@ def compare(got: np.ndarray, ref: np.ndarray, tolerance: float, what: str = "out
 
 def check_op(fn, *args, tolerance: float = 1e-5, dynamic_batch: bool = False, **kwargs) -> OpCheck:
     """Convert `fn(*args, **kwargs)` (tensors among the arguments become the model's inputs)
-    through torch.export and assert the Keras model matches torch."""
+    through torch.export, lowered to core ATen, and assert the Keras model matches torch."""
     import torch
 
     import keras
@@ -113,8 +113,8 @@ def check_op(fn, *args, tolerance: float = 1e-5, dynamic_batch: bool = False, **
     module = module_for(fn, args, kwargs)
     with torch.no_grad():
         ref = [to_numpy(t) for t in _flat(module(*[t.clone() for t in tensors]))]
-    km = convert_exported(module, [t.clone() for t in tensors], "torch", dynamic_batch=dynamic_batch)
-    ep, _, _ = capture.export(module, tuple(t.clone() for t in tensors), {}, dynamic_batch=dynamic_batch)
+    km = convert_exported(module, [t.clone() for t in tensors], "torch", dynamic_batch=dynamic_batch, decompose=True)
+    ep, _, _ = capture.export(module, tuple(t.clone() for t in tensors), {}, dynamic_batch=dynamic_batch, decompose=True)
     ops = {n.target for n in ep.graph.nodes if n.op == "call_function"}
     feeds = [to_numpy(t) for t in tensors]
     out = km(feeds[0] if len(feeds) == 1 else feeds, training=False)

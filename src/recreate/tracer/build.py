@@ -14,6 +14,7 @@ see the example's concrete shape (`cx.out_shape`) and which axes follow the batc
 
 from __future__ import annotations
 
+import functools
 import operator
 from collections import namedtuple
 
@@ -31,7 +32,7 @@ from ..trace import (
     channels_last,
     identity,
 )
-from . import capture
+from . import capture, direct
 
 Meta = namedtuple("Meta", ["shape", "dtype"])
 
@@ -245,7 +246,7 @@ class Builder:
             seq, i = self.load(node.args)
             return seq[i]
         val = node.meta.get("val")
-        if target in _NO_OPS:
+        if target in no_ops():
             return None
         args, kwargs = self.load(node.args), self.load(node.kwargs)
         vals = [a for a in _leaves((args, kwargs)) if isinstance(a, Value)]
@@ -255,17 +256,27 @@ class Builder:
             # read which tensor axes follow the batch off the symbolic shapes.
             if isinstance(val, (*_sym_types(), int, float, bool)) or val is None:
                 return hint(val)
-        if not vals:
-            # A tensor made from Python values (full, arange, scalar_tensor): computed now.
+        from .. import ops as op_registry
+
+        shape_only = target in shape_only_ops() and op_registry.find_op(target) is None
+        if not vals or shape_only:
+            # A tensor made from Python values (full, arange, scalar_tensor) or from another
+            # tensor's shape and dtype only (new_zeros, zeros_like): computed now.
+            def example(a):
+                return torch.zeros(a.shape, dtype=a.dtype) if isinstance(a, Value) else a
+
             with torch.no_grad():
-                res = target(*hint(args), **hint(kwargs))
+                res = target(*hint(torch.fx.node.map_aggregate(args, example)),
+                             **hint(torch.fx.node.map_aggregate(kwargs, example)))
             dependent = symbolic(val) or any(symbolic(n.meta.get("val")) for n in node.all_input_nodes)
             return _python_tensor(self.conv, node, res, dependent, self.examples)
         if all(v.data is not None for v in vals) and not symbolic(val):
             return self.fold(node, args, kwargs)
-        from .. import ops as op_registry
 
         fn = op_registry.find_op(target)
+        if fn is None and direct.in_place(target):
+            # The export IR's in-place ops on tensors nobody else reads (direct.py checked).
+            fn = op_registry.find_op(direct.functional_variant(target))
         if fn is None:
             raise UnsupportedOpError(
                 f"no converter for ATen op {target} (node {node.name}; {_source_line(node)}). "
@@ -351,7 +362,20 @@ class _NodeStandIn:
         return self.name
 
 
-def _no_ops():
+@functools.cache
+def shape_only_ops() -> frozenset:
+    """Ops whose result depends on a tensor argument's shape and dtype only."""
+    import torch
+
+    aten = torch.ops.aten
+    names = ("new_zeros", "new_ones", "new_full", "new_empty", "zeros_like", "ones_like", "empty_like",
+             "new_empty_strided", "empty_strided")
+    return frozenset(getattr(getattr(aten, n), o) for n in names if hasattr(aten, n)
+                     for o in getattr(aten, n).overloads())
+
+
+@functools.cache
+def no_ops() -> frozenset:
     import torch
 
     aten = torch.ops.aten
@@ -362,23 +386,19 @@ def _no_ops():
         packet = getattr(aten, name, None)
         if packet is not None and hasattr(packet, overload):
             out.add(getattr(packet, overload))
-    return out
-
-
-_NO_OPS: set = set()
+    return frozenset(out)
 
 
 def convert_exported(model, xs: list, io_layout: str, kwargs: dict | None = None, name: str | None = None,
-                     *, dynamic_batch: bool = True):
+                     *, dynamic_batch: bool = True, decompose: bool | None = None):
     """Capture `model` with torch.export and build the Keras model (module docstring).
     `dynamic_batch=False` keeps every axis as in the example (op tests: 0-d inputs)."""
     torch = require_torch("convert")
     from ..ops import load_all
 
     load_all()
-    _NO_OPS.update(_no_ops())
     kwargs = {k: (torch.as_tensor(v) if isinstance(v, np.ndarray) else v) for k, v in (kwargs or {}).items()}
-    ep, args, kw = capture.export(model, tuple(xs), kwargs, dynamic_batch=dynamic_batch)
+    ep, args, kw = capture.export(model, tuple(xs), kwargs, dynamic_batch=dynamic_batch, decompose=decompose)
     builder = Builder(model, ep, args, kw, io_layout, dynamic_batch)
     outputs = builder.run()
     km = builder.finish(outputs, name)

@@ -200,13 +200,16 @@ def _batch_size(xs) -> int | None:
     return None
 
 
-def export(model, args: tuple, kwargs: dict, *, dynamic_batch: bool = True):
+def export(model, args: tuple, kwargs: dict, *, dynamic_batch: bool = True, decompose: bool | None = None):
     """torch.export the model (non-strict), batch axis dynamic, registered modules whole.
 
     Inputs whose axis 0 has the example's batch size get a dynamic axis 0 (Dim.AUTO: torch
     finds which of them are equal). An example batch of 1 would be specialized by torch, so
-    capture uses the batch repeated to 2. Returns (exported program decomposed to core ATen,
-    the example args and kwargs it was captured with)."""
+    capture uses the batch repeated to 2.
+
+    `decompose`: True lowers the graph to core ATen (run_decompositions); None (default) does
+    so only where the graph cannot be converted as exported (see tracer/direct.py); False
+    never. Returns (exported program, the example args and kwargs it was captured with)."""
     torch = require_torch("convert")
     batch = _batch_size(list(args) + [v for v in kwargs.values() if isinstance(v, torch.Tensor)])
 
@@ -234,10 +237,20 @@ def export(model, args: tuple, kwargs: dict, *, dynamic_batch: bool = True):
         try:
             ep = torch.export.export(model, args, kwargs, dynamic_shapes=_dynamic_shapes(model, args, kwargs, dynamic),
                                      strict=False)
-            ep = ep.run_decompositions(decomposition_table())
+            if decompose or (decompose is None and _blocker(ep) is not None):
+                ep = ep.run_decompositions(decomposition_table())
         except Exception as e:  # noqa: BLE001 - torch.export raises many types
             raise _capture_error(model, e) from e
     return ep, args, kwargs
+
+
+def _blocker(ep) -> str | None:
+    from ..ops import find_op, load_all
+    from . import direct
+    from .build import no_ops, shape_only_ops
+
+    load_all()
+    return direct.blocker(ep, find_op, module_call_op(), no_ops(), shape_only_ops())
 
 
 def _dynamic_shapes(model, args, kwargs, dynamic):
