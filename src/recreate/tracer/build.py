@@ -47,6 +47,11 @@ def hint(v):
     """The example's value of a (possibly symbolic) Python scalar."""
     import torch
 
+    if isinstance(v, (torch.SymInt, torch.SymFloat, torch.SymBool)) and v.node.hint is None:
+        raise ConversionError(
+            f"a size that depends on tensor values ({v.node.expr}: nonzero, a boolean mask, a tensor of "
+            "split points) has no fixed value: the output size is data-dependent. Register a converter for "
+            "the module that computes it, or keep the size fixed")
     if isinstance(v, torch.SymInt):
         return int(v.node.hint)
     if isinstance(v, torch.SymFloat):
@@ -268,6 +273,10 @@ class Builder:
             with torch.no_grad():
                 res = target(*hint(torch.fx.node.map_aggregate(args, example)),
                              **hint(torch.fx.node.map_aggregate(kwargs, example)))
+            if "empty" in target.__name__:
+                # Uninitialised memory (circular padding's buffer, filled before it is read):
+                # zeros, so that a batch-sized one is the same for every sample.
+                res = torch.zeros_like(res)
             dependent = symbolic(val) or any(symbolic(n.meta.get("val")) for n in node.all_input_nodes)
             return _python_tensor(self.conv, node, res, dependent, self.examples)
         if all(v.data is not None for v in vals) and not symbolic(val):

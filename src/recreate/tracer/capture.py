@@ -174,11 +174,11 @@ def _state_kept(model):
     for mod in model.modules():
         attrs = {k: (v, copy.copy(v) if isinstance(v, (dict, list, set)) else None)
                  for k, v in vars(mod).items() if k not in skip}
-        saved.append((mod, attrs, mod.training, dict(mod._parameters), dict(mod._buffers)))
+        saved.append((mod, attrs, mod.training, dict(mod._parameters), dict(mod._buffers), dict(mod._modules)))
     try:
         yield
     finally:
-        for mod, attrs, training, params, buffers in saved:
+        for mod, attrs, training, params, buffers, children in saved:
             for k in [k for k in vars(mod) if k not in skip and k not in attrs]:
                 delattr(mod, k)  # attributes made during the trace
             for k, (v, contents) in attrs.items():
@@ -191,6 +191,8 @@ def _state_kept(model):
             mod._parameters.update(params)
             mod._buffers.clear()
             mod._buffers.update(buffers)
+            mod._modules.clear()  # modules made inside forward (ACT2FN[...]) do not stay
+            mod._modules.update(children)
 
 
 def _batch_size(xs) -> int | None:
@@ -304,13 +306,20 @@ def _keep() -> tuple:
     return tuple(out)
 
 
-def decomposition_table():
+@functools.cache
+def _table():
     import torch
 
     table = torch.export.default_decompositions()
     for op in _keep():
         table.pop(op, None)
     return table
+
+
+def decomposition_table():
+    """Core ATen decompositions minus the ops kept whole. Building torch's table takes about a
+    second, so it is built once (and copied: run_decompositions may keep a reference)."""
+    return _table().copy()
 
 
 # ---- errors -------------------------------------------------------------------------------

@@ -167,6 +167,7 @@ def _scatter_dense(x, index, src, dim, reduce, include_self):
 def _masked_scatter(x, mask, source):
     """torch.masked_scatter: x with the positions where `mask` (broadcast to x) is true
     filled, in row-major order, with the leading elements of `source`."""
+    x = ops.where(mask, x, x)  # x and mask broadcast together (torch's result shape)
     mask = ops.broadcast_to(mask, ops.shape(x))
     flat = ops.reshape(mask, (-1,))
     pos = ops.cumsum(ops.cast(flat, "int32")) - 1
@@ -208,32 +209,6 @@ def _embedding_renorm(weight, indices, max_norm, norm_type):
     return weight * ops.expand_dims(ops.cast(scale, weight.dtype), -1)
 
 
-def _pixel_shuffle(x, factor, channels_last, inverse):
-    """torch's pixel_shuffle / pixel_unshuffle on (*, C, H, W), or on (N, H, W, C) when
-    `channels_last` (the same function in the channels-last layout)."""
-    r = int(factor)
-    shape = ops.shape(x)
-    if channels_last:
-        lead, (h, w, c) = list(shape[:-3]), shape[-3:]
-        k = len(lead)
-        if not inverse:  # (*, H, W, C, r, r) -> (*, H, r, W, r, C)
-            y = ops.reshape(x, (*lead, h, w, c // (r * r), r, r))
-            y = ops.transpose(y, [*range(k), k, k + 3, k + 1, k + 4, k + 2])
-            return ops.reshape(y, (*lead, h * r, w * r, c // (r * r)))
-        y = ops.reshape(x, (*lead, h // r, r, w // r, r, c))  # -> (*, H/r, W/r, C, r, r)
-        y = ops.transpose(y, [*range(k), k, k + 2, k + 4, k + 1, k + 3])
-        return ops.reshape(y, (*lead, h // r, w // r, c * r * r))
-    lead, (c, h, w) = list(shape[:-3]), shape[-3:]
-    k = len(lead)
-    if not inverse:  # (*, C, r, r, H, W) -> (*, C, H, r, W, r)
-        y = ops.reshape(x, (*lead, c // (r * r), r, r, h, w))
-        y = ops.transpose(y, [*range(k), k, k + 3, k + 1, k + 4, k + 2])
-        return ops.reshape(y, (*lead, c // (r * r), h * r, w * r))
-    y = ops.reshape(x, (*lead, c, h // r, r, w // r, r))  # -> (*, C, r, r, H/r, W/r)
-    y = ops.transpose(y, [*range(k), k, k + 2, k + 4, k + 1, k + 3])
-    return ops.reshape(y, (*lead, c * r * r, h // r, w // r))
-
-
 def _take_flat2(x, index, axis1, axis2):
     """The axes axis1, axis2 (of known sizes) moved last, merged into one and indexed with
     the constant `index` (torch.diagonal)."""
@@ -246,7 +221,6 @@ def _take_flat2(x, index, axis1, axis2):
 
 
 HELPERS: dict = {
-    "aten_pixel_shuffle": _pixel_shuffle,
     "aten_take_flat2": _take_flat2,
     "aten_index_gather": _index_gather,
     "aten_index_put": _index_put,

@@ -1,0 +1,246 @@
+"""Capture with torch.export (recreate.tracer): the patterns the fx tracer could not trace,
+parameters kept as parameters, the torch model left as it was, typed errors with a source
+line. Every test runs the torch.export path alone (RECREATE_CAPTURE=export)."""
+
+import recreate  # noqa: I001 - first: torch before tensorflow
+import copy
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from recreate.errors import UntraceableError
+from recreate.testing.aten import compare
+
+
+@pytest.fixture(autouse=True)
+def _export_only(monkeypatch):
+    monkeypatch.setenv("RECREATE_CAPTURE", "export")
+
+
+def _check(model, *xs, kwargs=None, batches=(3, 1), tol=1e-5):
+    """Convert at the example's batch, compare there and at other batch sizes; the
+    reference must depend on the input (else the comparison proves nothing)."""
+    model.eval()
+    km = recreate.convert(model, xs, kwargs=kwargs)
+    for b in (xs[0].shape[0], *batches):
+        feeds = [torch.cat([x] * (b // x.shape[0] + 1))[:b] + 0.5 * torch.randn_like(
+            torch.cat([x] * (b // x.shape[0] + 1))[:b]) for x in xs]
+        with torch.no_grad():
+            ref = model(*feeds)
+            other = model(*[f * 2.0 + 1.0 for f in feeds])
+        refs = ref if isinstance(ref, (tuple, list)) else [ref]
+        assert any(not torch.allclose(r, o) for r, o in zip(refs, other if isinstance(other, (tuple, list)) else [other])), \
+            "reference ignores its input"
+        got = km([f.numpy() for f in feeds] if len(feeds) > 1 else feeds[0].numpy())
+        got = got if isinstance(got, (list, tuple)) else [got]
+        assert len(got) == len(refs)
+        for g, r in zip(got, refs):
+            compare(np.asarray(g), r.numpy(), tol)
+    return km
+
+
+class YoloC2f(nn.Module):
+    """ultralytics C2f: list(x.chunk(2, 1)), then appending to the list in a loop."""
+
+    def __init__(self):
+        super().__init__()
+        self.cv1 = nn.Conv2d(4, 8, 1)
+        self.m = nn.ModuleList(nn.Conv2d(4, 4, 3, padding=1) for _ in range(2))
+        self.cv2 = nn.Conv2d(16, 4, 1)
+
+    def forward(self, x):
+        y = list(self.cv1(x).chunk(2, 1))
+        y.extend(m(y[-1]) for m in self.m)
+        return self.cv2(torch.cat(y, 1))
+
+
+class SplitUnbind(nn.Module):
+    """for t in torch.split(...), unbind then a comprehension, (*shape, -1, d) views,
+    isinstance / torch.is_tensor checks and a branch on numel (diffusers, kornia, HF)."""
+
+    def __init__(self):
+        super().__init__()
+        self.scale = nn.Parameter(torch.randn(3))
+        self.proj = nn.Linear(6, 6)
+
+    def forward(self, x):
+        assert isinstance(x, torch.Tensor) and torch.is_tensor(x)
+        parts = [t * 2 for t in torch.split(x, 2, dim=-1)]
+        x = torch.cat(parts, -1)
+        if x.numel() * 4 > 2**31:
+            x = x.half()
+        coords = x.unbind(-1)
+        x = torch.stack([c * s for c, s in zip(coords, self.scale.repeat(2))], -1)
+        input_shape = x.shape[:-1]
+        h = x.view(*input_shape, -1, 3)
+        h = h.view(*h.shape[:-2], -1)
+        return self.proj(input=h)
+
+
+class InlineModules(nn.Module):
+    """Modules made inside forward (ACT2FN[...], nn.Softmax(dim=-1)(x)): they must not stay
+    attached to the model after convert."""
+
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(5, 5)
+
+    def forward(self, x):
+        self.act = nn.GELU()
+        return nn.Softmax(dim=-1)(self.act(self.fc(x)))
+
+
+class ParamsOutside(nn.Module):
+    """Parameters used outside registered modules (class token, position embedding, a
+    functional conv with a computed weight)."""
+
+    def __init__(self):
+        super().__init__()
+        self.cls = nn.Parameter(torch.randn(1, 1, 4))
+        self.pos = nn.Parameter(torch.randn(1, 5, 4))
+        self.norm = nn.LayerNorm(4)
+        self.register_buffer("gain", torch.tensor(1.5))
+
+    def forward(self, x):
+        tok = self.cls.expand(x.shape[0], -1, -1)
+        return self.norm(torch.cat([tok, x], 1) + self.pos) * self.gain
+
+
+def test_patterns_fx_could_not_trace():
+    torch.manual_seed(0)
+    _check(YoloC2f(), torch.randn(2, 4, 8, 8))
+    _check(SplitUnbind(), torch.randn(2, 3, 6))
+
+
+def test_modules_made_in_forward_leave_the_model_unchanged():
+    torch.manual_seed(0)
+    m = InlineModules().eval()
+    before = set(dict(m.named_modules()))
+    recreate.convert(m, torch.randn(2, 5))
+    assert set(dict(m.named_modules())) == before  # (running the torch model itself adds them)
+    assert not m.training
+    _check(m, torch.randn(2, 5))
+
+
+def test_parameters_stay_parameters_and_refill():
+    torch.manual_seed(0)
+    m = ParamsOutside().eval()
+    x = torch.randn(2, 4, 4)
+    km = _check(m, x)
+    names = {getattr(lyr, "torch_name", None) for lyr in km.layers}
+    assert {"cls", "pos", "gain"} <= names
+    # Any checkpoint of the architecture refills the converted model, strictly.
+    other = ParamsOutside().eval()
+    with torch.no_grad():
+        for p in other.parameters():
+            p.add_(torch.randn_like(p))
+        other.gain.fill_(-2.0)
+    report = recreate.transfer_weights(other.state_dict(), km)
+    assert not report.unassigned_keras
+    with torch.no_grad():
+        compare(np.asarray(km(x.numpy())), other(x).numpy(), 1e-5)
+
+
+def test_convert_leaves_the_torch_model_identical():
+    torch.manual_seed(0)
+    for m in (YoloC2f(), SplitUnbind(), ParamsOutside()):
+        m.eval()
+        state = copy.deepcopy(m.state_dict())
+        attrs = {name: dict(vars(mod)) for name, mod in m.named_modules()}
+        flags = {name: mod.training for name, mod in m.named_modules()}
+        x = torch.randn(2, *{YoloC2f: (4, 8, 8), SplitUnbind: (3, 6), ParamsOutside: (4, 4)}[type(m)])
+        recreate.convert(m, x)
+        assert {n: mod.training for n, mod in m.named_modules()} == flags
+        assert set(m.state_dict()) == set(state)
+        assert all(torch.equal(m.state_dict()[k], v) for k, v in state.items())
+        assert {n: set(vars(mod)) for n, mod in m.named_modules()} == {n: set(a) for n, a in attrs.items()}
+        assert "forward" not in vars(m) and all("forward" not in vars(mod) for mod in m.modules())
+
+
+class DataDependent(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.inner = nn.Sequential(nn.Linear(3, 3), _Branches())
+
+    def forward(self, x):
+        return self.inner(x)
+
+
+class _Branches(nn.Module):
+    def forward(self, x):
+        if x.sum() > 0:  # control flow on a tensor value
+            return x * 2
+        return x - 1
+
+
+def test_data_dependent_control_flow_names_module_and_line():
+    m = DataDependent().eval()
+    with pytest.raises(UntraceableError) as info:
+        recreate.convert(m, torch.randn(2, 3))
+    msg = str(info.value)
+    assert "'inner.1'" in msg, msg
+    assert "test_capture.py" in msg and "if x.sum() > 0" in msg, msg
+    assert "register a converter" in msg and "torch.cond" in msg
+
+
+def test_batch_of_one_converts_to_a_dynamic_batch():
+    torch.manual_seed(0)
+    m = YoloC2f().eval()
+    km = recreate.convert(m, torch.randn(1, 4, 8, 8))
+    x = torch.randn(3, 4, 8, 8)
+    with torch.no_grad():
+        compare(np.asarray(km(x.numpy())), m(x).numpy(), 1e-5)
+
+
+def test_registered_module_called_with_keyword_tensor():
+    class Kw(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.fc = nn.Linear(4, 3)
+            self.pad = nn.ZeroPad2d(1)
+
+        def forward(self, x):
+            return F.relu(self.fc(input=x))
+
+    _check(Kw(), torch.randn(2, 4))
+
+
+@torch.library.custom_op("recreate_test::scaled_tanh", mutates_args=())
+def _scaled_tanh(x: torch.Tensor, k: float) -> torch.Tensor:
+    return torch.tanh(x) * k
+
+
+@_scaled_tanh.register_fake
+def _(x, k):
+    return torch.empty_like(x)
+
+
+def test_custom_op_with_a_registered_converter_is_kept_whole():
+    """A torch.library custom op (a custom kernel) stays one node in the exported graph; a
+    converter registered for it with recreate.ops.register_op converts it."""
+    from recreate.ops import find_op, register_op
+
+    op = torch.ops.recreate_test.scaled_tanh.default
+
+    class UsesKernel(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.fc = nn.Linear(4, 4)
+
+        def forward(self, x):
+            return _scaled_tanh(self.fc(x), 3.0)
+
+    m = UsesKernel().eval()
+    if find_op(op) is None:
+        with pytest.raises(recreate.errors.UnsupportedOpError, match="recreate_test.scaled_tanh"):
+            recreate.convert(m, torch.randn(2, 4))
+
+        @register_op(op)
+        def scaled_tanh(cx, x, k):
+            t = cx.op("tanh", [{"__tensor__": 0}], [x], x.perm)
+            return cx.op("multiply", [{"__tensor__": 0}, float(k)], [t], x.perm)
+
+    _check(m, torch.randn(2, 4))
