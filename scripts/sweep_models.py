@@ -16,7 +16,7 @@ nothing). Then `recreate.convert` at batch 2 and `recreate.verify` on that batch
 of 3, tolerance 1e-4 (max|keras - torch| / max(1, max|torch|)). CNNs run at 64x64 where torch
 accepts it (else the model's default size); video at 8x64x64 (else 16x224x224). Every model
 runs in its own process (forked from this one after the heavy imports, so a crash or a hang
-costs one model: `--timeout` seconds each).
+costs one model: `--timeout` seconds and `--max-memory` GB each).
 
 One line per model: BUILD-FAIL, SKIP (over --max-params), TRIVIAL, OK, MISMATCH (the report's
 last line, which names the first diverging layer) or FAIL (the error's first line, which
@@ -759,6 +759,16 @@ def _child(source, name, args, conn):
     conn.close()
 
 
+def _rss_gb(pid) -> float:
+    """A child's resident set in GB (0 where /proc cannot tell)."""
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            kb = next((int(line.split()[1]) for line in f if line.startswith("VmRSS:")), 0)
+    except (OSError, ValueError):
+        return 0.0
+    return kb / 2**20
+
+
 def format_line(rec) -> str:
     s = rec["status"]
     shape = "x".join(map(str, rec["shape"][0])) if rec.get("shape") else ""
@@ -816,13 +826,16 @@ def run_all(source, names, args):
                 finish(rec)
             now = time.monotonic()
             for reader, (p, name, start) in list(running.items()):
-                if now - start > args.timeout:
+                rss = _rss_gb(p.pid)
+                if now - start > args.timeout or rss > args.max_memory:
                     p.kill()  # this child only, by its pid
                     p.join()
                     running.pop(reader)
                     reader.close()
+                    why = (f"Timeout: no result after {args.timeout:.0f} s" if now - start > args.timeout else
+                           f"Memory: resident set {rss:.1f} GB over --max-memory {args.max_memory:g} GB")
                     finish({"source": source, "name": name, "status": "FAIL", "seconds": round(now - start, 1),
-                            "detail": f"Timeout: no result after {args.timeout:.0f} s", "reason": "Timeout"})
+                            "detail": why, "reason": why.split(":")[0]})
     finally:
         for p, _, _ in running.values():
             p.kill()
@@ -860,6 +873,8 @@ def main():
     p.add_argument("--size", type=int, help="input height and width (default: 64 where the model takes it)")
     p.add_argument("--timeout", type=float, default=300, help="seconds per model (its process is killed after)")
     p.add_argument("--jobs", type=int, default=1, help="models at once (default 1)")
+    p.add_argument("--max-memory", type=float, default=8, metavar="GB",
+                   help="kill a model's process whose resident set grows past this (default 8 GB; the machine is shared)")
     p.add_argument("--out", help="append one JSON object per model to this file")
     p.add_argument("--resume", action="store_true", help="skip the models already in --out (same source)")
     p.add_argument("--shuffle", type=int, metavar="SEED", help="run the models in a seeded random order "
