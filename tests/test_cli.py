@@ -6,6 +6,7 @@ import sys
 import textwrap
 from pathlib import Path
 
+import torch
 from recreate.cli import main
 
 import pytest
@@ -134,7 +135,21 @@ def test_scaffold_custom_model_script_runs_and_passes(project):
     # one line per layer, named after the torch module path
     assert "conv = keras.layers.Conv2D(name='conv'" in text
     assert "bn = keras.layers.BatchNormalization(name='bn'" in text
-    assert "FIXED_LAYERS = ['const.token']" in text
+    # the free parameter is a named variable transfer_weights fills, not a constant frozen in a .npz
+    assert "FIXED_LAYERS = []" in text
+    assert "token = recreate.layers.Parameter(name='token', shape=[1, 8], torch_name='token')" in text
+    # so the script passes with a checkpoint of other weights too
+    from safetensors.torch import save_file
+
+    import tinynet
+
+    other = tinynet.tiny()
+    with torch.no_grad():
+        for t in other.parameters():
+            t.add_(torch.randn_like(t))
+    save_file({k: v.contiguous() for k, v in other.state_dict().items()}, str(project / "other.safetensors"))
+    p = _run(["recreate_tiny.py", "--weights", "other.safetensors"], project)
+    assert p.returncode == 0 and "PASS: error" in p.stdout, p.stdout + p.stderr[-3000:]
 
 
 def test_scaffold_resnet18_script_runs_and_passes(project):

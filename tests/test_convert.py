@@ -34,3 +34,14 @@ def test_convert_refuses_training_mode_only_in_verify_but_converts_eval_semantic
 def test_bad_io_layout():
     with pytest.raises(ValueError, match="io_layout"):
         recreate.convert(nn.ReLU(), torch.randn(1, 2), io_layout="nchw")
+
+
+@pytest.mark.parametrize("stride,multiplier", [((2, 1), 1), ((1, 3), 2)])
+def test_depthwise_conv_with_unequal_strides(stride, multiplier):
+    """TensorFlow's CPU depthwise conv refuses unequal strides (Hypothesis found stride (2, 1)):
+    the converter convolves at stride 1 and subsamples."""
+    m = recreate.testing.randomize_(nn.Conv2d(4, 4 * multiplier, 3, stride=stride, padding=1, groups=4), 0).eval()
+    x = torch.randn(2, 4, 7, 9)
+    km = recreate.convert(m, x)
+    ref = m(x).detach().numpy()
+    np.testing.assert_allclose(np.asarray(km(x.numpy())), ref, atol=1e-5)

@@ -89,10 +89,21 @@ class _Wrap(nn.Module):
         return self.fn(self, x) if y is None else self.fn(self, x, y)
 
 
-def test_embedding_max_norm_refused():
+def test_embedding_max_norm_renormalises_each_call_and_leaves_the_model_alone():
+    """max_norm renormalises the looked-up rows of the weight in place. Torch's output is then
+    always the renormalised row, so the Keras model computes it per call from the weight it was
+    given; converting must not renormalise the torch model's weight itself."""
     m = _Wrap(lambda s, i: F.embedding(i, s.e.weight, max_norm=1.0), e=nn.Embedding(5, 3)).eval()
-    with pytest.raises(ConversionError, match="max_norm"):
-        recreate.convert(m, (torch.tensor([[1, 2]]),))
+    with torch.no_grad():
+        m.e.weight.mul_(3.0)  # rows well over max_norm, so the renorm matters
+    before = m.e.weight.detach().clone()
+    km = recreate.convert(m, (torch.tensor([[1, 2]]),))
+    assert torch.equal(m.e.weight, before)
+    for ids in (torch.tensor([[1, 2]]), torch.tensor([[0, 4], [3, 1]])):
+        ref = m(ids).detach().numpy()
+        assert np.abs(ref).max() > 0.1
+        np.testing.assert_allclose(np.asarray(km(ids.numpy())), ref, atol=1e-6)
+        assert np.linalg.norm(ref, axis=-1).max() <= 1.0 + 1e-6
 
 
 def test_masked_fill_needs_bool_mask():

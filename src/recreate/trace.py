@@ -227,6 +227,8 @@ class _Converter:
         dt = str(data.dtype)
         if data.dtype == np.float64:
             data, dt = data.astype(np.float32), "float32"
+        if self.batch_ref is None:  # the layer would run eagerly: its output no graph tensor
+            raise ConversionError(f"internal: constant {hint!r} made before any model input")
         layer = Constant(data.shape, dt, name=self.fresh(f"const.{hint}"))
         out = layer(self.batch_ref)
         layer.value.assign(data)

@@ -105,14 +105,17 @@ def conv(m, ctx):
     #   element wide along a strided axis (measured: 1 input channel, stride (1, 2), output
     #   width 1). A stride on an axis with one output position changes nothing after
     #   subsampling, so those axes take this path too.
+    # - its CPU depthwise conv refuses unequal strides (stride (2, 1)).
     post = []
+    depthwise = m.groups > 1 and m.groups == m.in_channels and n in _KERAS_DEPTHWISE
     strided_dilated = any(s > 1 for s in stride) and any(d > 1 for d in dil)
     single_output = any(s > 1 and o == 1 for s, o in zip(stride, out_sizes))
-    if strided_dilated or single_output:
+    unequal_depthwise = depthwise and len(set(stride)) > 1
+    if strided_dilated or single_output or unequal_depthwise:
         post, stride = [Subsample(stride)], (1,) * n
     common = dict(kernel_size=tuple(m.kernel_size), strides=stride, padding=padding,
                   dilation_rate=dil, use_bias=m.bias is not None)
-    if m.groups > 1 and m.groups == m.in_channels and n in _KERAS_DEPTHWISE:
+    if depthwise:
         layer = _KERAS_DEPTHWISE[n](depth_multiplier=m.out_channels // m.in_channels, **common)
     else:
         layer = _KERAS_CONV[n](filters=m.out_channels, groups=m.groups, **common)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import keras
 from keras import ops
 
-from ._common import serializable
+from ._common import add, serializable
 from .op_helpers import HELPERS as _FAMILY_HELPERS
 
 TENSOR = "__tensor__"
@@ -94,20 +94,6 @@ def _roll(x, shift, axis=None):
     return x
 
 
-def _add(x, y):
-    """x + y with numpy broadcasting. keras.ops.add (Keras 3.15, TensorFlow backend) turns an
-    add whose second operand has one non-1 axis of the size of x's axis 1 or last axis into
-    tf.nn.bias_add along that axis, whatever axis the operand's values lie on: (2, 2) + (2, 1)
-    adds y along the last axis (measured: error 0.9 in recreate's op property test). x - (-y)
-    is the same IEEE sum and takes no such shortcut; it is used only where Keras's shortcut
-    could fire (y has exactly one axis that is not statically 1, and its size is known), so
-    residual adds in graph mode stay one AddV2."""
-    wide = [d for d in getattr(y, "shape", ()) if d is None or d > 1]
-    if len(wide) == 1 and wide[0] is not None:
-        return ops.subtract(x, ops.negative(y))
-    return ops.add(x, y)
-
-
 def _torch_floor_divide(x, y):
     return ops.floor(ops.divide(x, y))
 
@@ -119,7 +105,7 @@ def _torch_remainder(x, y):
 
 
 HELPERS = {
-    "add": _add,
+    "add": add,
     "getitem": _getitem,
     "broadcast_batch": _broadcast_batch,
     "repeat_batch": _repeat_batch,

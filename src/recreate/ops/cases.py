@@ -910,8 +910,10 @@ def roi_align_build(draw, aten=False):
     rng = draw_rng(draw)
     rois = _rois(rng, n, k, h, w, scale)
     if ratio == -1:
-        # adaptive sampling: ceil(roi size / output size) points, at most the layer's cap
-        rois[:, 3:] = np.minimum(rois[:, 3:], rois[:, 1:3] + 2.0 / scale)
+        # adaptive sampling: ceil(roi size / output size) points, which the converter bounds by
+        # ceil(map size / output size): exact for a RoI no larger than the (scaled) map
+        rois[:, 3] = np.minimum(rois[:, 3], rois[:, 1] + w / scale)
+        rois[:, 4] = np.minimum(rois[:, 4], rois[:, 2] + h / scale)
     desc = f"roi_align(out={out}, scale={scale}, ratio={ratio}, aligned={aligned}) of {(n, c, h, w)}, {k} boxes"
     if aten:
         return (lambda u, r: torch.ops.torchvision.roi_align(u, r, scale, out[0], out[1], ratio, aligned)), \

@@ -145,16 +145,25 @@ class Builder:
 
         sig = self.ep.graph_signature
         nodes = [n for n in self.ep.graph.nodes if n.op == "placeholder"]
-        user = 0
-        for node, spec in zip(nodes, sig.input_specs):
+        pairs = list(zip(nodes, sig.input_specs))
+        # User inputs first: constants hang off the batch reference (an input), and a constant
+        # made before it would be a concrete tensor that modules applied to it run eagerly on
+        # (CLIP's position_embedding(position_ids) folded with uninitialised weights).
+        for node, spec in pairs:
             if spec.kind == InputKind.USER_INPUT:
                 val = node.meta.get("val")
                 if isinstance(val, self.torch.Tensor):
                     self._user_input(node, val)
                 else:
                     self.env[node] = getattr(spec.arg, "value", hint(val))
-                user += 1
-            elif spec.kind in (InputKind.PARAMETER, InputKind.BUFFER):
+        if not self.inputs:
+            raise ConversionError(f"{type(self.model).__name__} has no tensor inputs to convert")
+        if self.conv.batch_ref is None:
+            self.conv.batch_ref = self.inputs[0]
+        for node, spec in pairs:
+            if spec.kind == InputKind.USER_INPUT:
+                continue
+            if spec.kind in (InputKind.PARAMETER, InputKind.BUFFER):
                 tensor = (self.ep.state_dict.get(spec.target) if spec.target in self.ep.state_dict
                           else self.ep.constants.get(spec.target))
                 persistent = spec.kind == InputKind.PARAMETER or spec.persistent is not False
@@ -167,10 +176,6 @@ class Builder:
                 self.env[node] = self.conv.constant(tensor.detach().cpu().numpy(), spec.target)
             else:
                 raise ConversionError(f"exported input {spec.kind} ({spec.target}) is not supported")
-        if not self.inputs:
-            raise ConversionError(f"{type(self.model).__name__} has no tensor inputs to convert")
-        if self.conv.batch_ref is None:
-            self.conv.batch_ref = self.inputs[0]
 
     def _user_input(self, node, val):
         shape = tuple(hint(tuple(val.shape)))

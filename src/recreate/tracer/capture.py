@@ -172,7 +172,8 @@ def _state_kept(model):
     skip = {"_parameters", "_buffers", "_modules", "forward"}
     saved = []
     for mod in model.modules():
-        attrs = {k: (v, copy.copy(v) if isinstance(v, (dict, list, set)) else None)
+        # plain containers only: a subclass may refuse clear()/update() (diffusers' FrozenDict config)
+        attrs = {k: (v, copy.copy(v) if type(v) in (dict, list, set) else None)
                  for k, v in vars(mod).items() if k not in skip}
         saved.append((mod, attrs, mod.training, dict(mod._parameters), dict(mod._buffers), dict(mod._modules)))
     try:

@@ -7,6 +7,8 @@ import math
 
 from keras import backend, ops
 
+from .._common import add
+
 
 def _static_prod(sizes):
     """The product of `sizes` when all are known ints, else -1 (reshape infers it)."""
@@ -25,7 +27,7 @@ def _flat_index(shape, indices, axes):
         i = ops.where(ops.less(i, 0), ops.add(i, ops.cast(n, i.dtype)), i)
         if not (isinstance(stride, int) and stride == 1):
             i = ops.multiply(i, ops.cast(stride, i.dtype))
-        flat = i if flat is None else ops.add(i, flat)
+        flat = i if flat is None else add(i, flat)  # not ops.add: see _common.add
         stride = stride * n
     return flat
 
