@@ -18,8 +18,11 @@ accepts it (else the model's default size); video at 8x64x64 (else 16x224x224). 
 runs in its own process (forked from this one after the heavy imports, so a crash or a hang
 costs one model: `--timeout` seconds and `--max-memory` GB each).
 
-One line per model: BUILD-FAIL, SKIP (over --max-params), TRIVIAL, OK, MISMATCH (the report's
-last line, which names the first diverging layer) or FAIL (the error's first line, which
+One line per model: BUILD-FAIL, SKIP (over --max-params, or over --max-memory / --timeout
+while torch itself builds or runs the model), TRIVIAL, OK, DRIFT (past 1e-4 in float32 only:
+the model converted again in float64 matches within 1e-9, so the gap is float32 rounding, not
+the converter; counted as matched), MISMATCH (the report's last line, which names the first
+diverging layer) or FAIL (the error's first line, which
 names the missing op or module and the source line), then a summary: built, converted,
 matched, and the failures grouped by reason (exception type and the start of its message,
 numbers normalized). `--out` writes one JSON object per model.
@@ -665,12 +668,22 @@ def _informative(a, b) -> tuple[bool, list[int]]:
     return bool(floating) and len(constant) < len(floating), constant
 
 
+STAGES = ("build", "check", "convert", "verify", "float64")
+_stage_shared = None  # a multiprocessing Value in a sweep's child: the parent reads it on a kill
+
+
+def _enter(stage: str) -> str:
+    if _stage_shared is not None:
+        _stage_shared.value = STAGES.index(stage)
+    return stage
+
+
 def run_one(source, name, args) -> dict:
     """Build, check, convert and verify one model (in a child process). Returns the result record."""
     torch.set_grad_enabled(False)
     rec = {"source": source, "name": name}
     t0 = time.perf_counter()
-    stage = "build"
+    stage = _enter("build")
     try:
         spec = spec_for(source, name, args)
         m, make, const = spec.model, spec.make, spec.const
@@ -687,17 +700,17 @@ def run_one(source, name, args) -> dict:
         out_a, out_b = _flat_tensors(m(*a2, **k2, **const)), _flat_tensors(m(*b2, **kb2, **const))
         _flat_tensors(m(*a3, **k3, **const))
         rec["shape"] = [list(x.shape) for x in a2]
-        stage = "check"
+        stage = _enter("check")
         informative, constant = _informative(out_a, out_b)
         if constant:
             rec["constant_outputs"] = constant
         if not informative:
             rec.update(status="TRIVIAL", detail=f"no output changes with the input ({len(out_a)} output(s))")
             return rec
-        stage = "convert"
+        stage = _enter("convert")
         km = recreate.convert(m, a2, kwargs={**k2, **const})
         rec["convert_s"] = round(time.perf_counter() - t0, 2)
-        stage = "verify"
+        stage = _enter("verify")
         reports = [recreate.verify(m, km, a2, kwargs={**k2, **const}, tolerance=TOLERANCE),
                    recreate.verify(m, km, a3, kwargs={**k3, **const}, tolerance=TOLERANCE)]
         passed = all(r.passed for r in reports)
@@ -709,6 +722,16 @@ def run_one(source, name, args) -> dict:
         if not passed:
             fd = worst.first_divergent
             rec["reason"] = f"MISMATCH in {fd.torch_type}" if fd is not None else "MISMATCH (no diverging layer named)"
+            if args.float64:
+                stage = _enter("float64")
+                rec["float64_error"] = float64_error(m, a2, {**k2, **const})
+                if rec["float64_error"] <= FLOAT64_BUDGET:
+                    rec["status"] = "DRIFT"
+                    rec["detail"] = (f"float32 error {worst.error:.3g}, float64 error {rec['float64_error']:.2g}: "
+                                     "float32 rounding, not the converter")
+                    rec.pop("reason")
+                else:
+                    rec["detail"] += f"; float64 error {rec['float64_error']:.2g}"
     except Skip as e:
         rec.update(status="SKIP", detail=str(e))
     except Exception as e:  # noqa: BLE001 - report and go on with the next model
@@ -720,6 +743,29 @@ def run_one(source, name, args) -> dict:
     finally:
         rec["seconds"] = round(time.perf_counter() - t0, 2)
     return rec
+
+
+FLOAT64_BUDGET = 1e-9  # a converter bug stays large in float64; rounding falls to ~1e-12
+
+
+def float64_error(m, args, kwargs) -> float:
+    """The same model converted and compared in float64 (this child process only: Keras's
+    global dtype policy changes). Tells float32 rounding in a deep net from a converter bug
+    (timm LeViT: 0.096 in float32, 1.5e-10 in float64)."""
+    import keras
+
+    keras.config.set_floatx("float64")
+    keras.config.set_dtype_policy("float64")
+
+    def dbl(v):
+        return v.double() if isinstance(v, torch.Tensor) and v.is_floating_point() else v
+
+    m = m.double()
+    args = tuple(dbl(a) for a in args)
+    kwargs = {k: dbl(v) for k, v in kwargs.items()}
+    km = recreate.convert(m, args, kwargs=kwargs)
+    report = recreate.verify(m, km, args, kwargs=kwargs, tolerance=1.0)
+    return float(report.error)
 
 
 def _normalize(s: str) -> str:
@@ -749,7 +795,9 @@ def reason_of(e: BaseException | str, etype: str | None = None) -> str:
     return f"{etype}: {_normalize(msg)[:60]}"
 
 
-def _child(source, name, args, conn):
+def _child(source, name, args, conn, stage=None):
+    global _stage_shared
+    _stage_shared = stage
     try:
         rec = run_one(source, name, args)
     except BaseException as e:  # noqa: BLE001
@@ -802,13 +850,14 @@ def run_all(source, names, args):
             while pending and len(running) < args.jobs:
                 name = pending.pop(0)
                 reader, writer = ctx.Pipe(duplex=False)
-                p = ctx.Process(target=_child, args=(source, name, args, writer), daemon=True)
+                stage = ctx.Value("i", 0)
+                p = ctx.Process(target=_child, args=(source, name, args, writer, stage), daemon=True)
                 p.start()
                 writer.close()
-                running[reader] = (p, name, time.monotonic())
+                running[reader] = (p, name, time.monotonic(), stage)
             ready = wait(list(running), timeout=1.0)
             for reader in ready:
-                p, name, start = running.pop(reader)
+                p, name, start, _ = running.pop(reader)
                 try:
                     rec = reader.recv()
                 except EOFError:
@@ -825,19 +874,23 @@ def run_all(source, names, args):
                 reader.close()
                 finish(rec)
             now = time.monotonic()
-            for reader, (p, name, start) in list(running.items()):
+            for reader, (p, name, start, stage) in list(running.items()):
                 rss = _rss_gb(p.pid)
                 if now - start > args.timeout or rss > args.max_memory:
                     p.kill()  # this child only, by its pid
                     p.join()
                     running.pop(reader)
                     reader.close()
+                    where = STAGES[stage.value]
                     why = (f"Timeout: no result after {args.timeout:.0f} s" if now - start > args.timeout else
                            f"Memory: resident set {rss:.1f} GB over --max-memory {args.max_memory:g} GB")
-                    finish({"source": source, "name": name, "status": "FAIL", "seconds": round(now - start, 1),
-                            "detail": why, "reason": why.split(":")[0]})
+                    # Killed while torch was still building or running the model: the harness's
+                    # budget, not a conversion result (SKIP, like --max-params).
+                    status = "SKIP" if where in ("build", "check") else "FAIL"
+                    finish({"source": source, "name": name, "status": status, "seconds": round(now - start, 1),
+                            "stage": where, "detail": f"{why} (while in {where})", "reason": why.split(":")[0]})
     finally:
-        for p, _, _ in running.values():
+        for p, *_ in running.values():
             p.kill()
         if out:
             out.close()
@@ -847,9 +900,10 @@ def run_all(source, names, args):
 def summarize(source, results) -> str:
     c = Counter(r["status"] for r in results)
     built = len(results) - c["BUILD-FAIL"] - c["SKIP"]
-    converted = c["OK"] + c["MISMATCH"]
+    converted = c["OK"] + c["MISMATCH"] + c["DRIFT"]
     lines = [f"\n== {source}: {len(results)} models: built {built}, trivial {c['TRIVIAL']}, "
-             f"converted {converted} of {built - c['TRIVIAL']}, matched {c['OK']}"
+             f"converted {converted} of {built - c['TRIVIAL']}, matched {c['OK'] + c['DRIFT']}"
+             + (f" ({c['DRIFT']} past 1e-4 in float32 only: float64 error <= {FLOAT64_BUDGET:g})" if c["DRIFT"] else "")
              + (f", skipped {c['SKIP']}" if c["SKIP"] else "") + f", did not build {c['BUILD-FAIL']}"]
     for title, statuses in (("failures", ("FAIL", "MISMATCH")), ("did not build", ("BUILD-FAIL",))):
         groups = defaultdict(list)
@@ -876,6 +930,8 @@ def main():
     p.add_argument("--max-memory", type=float, default=8, metavar="GB",
                    help="kill a model's process whose resident set grows past this (default 8 GB; the machine is shared)")
     p.add_argument("--out", help="append one JSON object per model to this file")
+    p.add_argument("--no-float64", dest="float64", action="store_false",
+                   help="do not recheck a MISMATCH in float64 (DRIFT: float64 error <= %g)" % FLOAT64_BUDGET)
     p.add_argument("--resume", action="store_true", help="skip the models already in --out (same source)")
     p.add_argument("--shuffle", type=int, metavar="SEED", help="run the models in a seeded random order "
                    "(a --limit or an interrupted run is then a random sample)")

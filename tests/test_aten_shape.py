@@ -105,7 +105,7 @@ def _run_opinfo(name, variant, limit):
     checked, seen = 0, set()
     for sample in samples:
         # past the limit, go on only until a sample exercises the op (a roll by 0 captures as a clone)
-        if checked >= limit and seen & want:
+        if limit is not None and checked >= limit and seen & want:
             break
         try:
             res = check_op(info.op, sample.input, *sample.args, **sample.kwargs)

@@ -214,6 +214,27 @@ def test_module_applied_to_a_buffer_keeps_its_weights():
         compare(np.asarray(km(x.numpy())), other(x).numpy(), 1e-5)
 
 
+class RepeatByBatch(nn.Module):
+    """RAFT's coordinate grid: a parameter-free grid repeated batch_size times."""
+
+    def __init__(self):
+        super().__init__()
+        self.g = nn.Parameter(torch.randn(1, 3, 4))
+
+    def forward(self, x):
+        b = x.shape[0]
+        twice = self.g.repeat(2 * b, 1, 1).view(b, 2, 3, 4).sum(1)
+        return torch.cat([x, self.g.repeat(b, 1, 1), twice], -1)
+
+
+def test_repeat_by_the_batch_size_follows_the_batch():
+    """A repeat count torch.export keeps as k * batch is read from the batch at run time (it
+    was baked to the example's batch: RAFT failed at a batch of 1)."""
+    torch.manual_seed(0)
+    km = _check(RepeatByBatch(), torch.randn(2, 3, 5), batches=(1, 4))
+    assert "g" in {getattr(lyr, "torch_name", None) for lyr in km.layers}
+
+
 class DataDependent(nn.Module):
     def __init__(self):
         super().__init__()
@@ -298,3 +319,53 @@ def test_custom_op_with_a_registered_converter_is_kept_whole():
             return cx.op("multiply", [{"__tensor__": 0}, float(k)], [t], x.perm)
 
     _check(m, torch.randn(2, 4))
+
+
+FLOAT64_RUN = r"""
+import recreate, torch, keras, numpy as np
+from torch import nn
+import torch.nn.functional as F
+keras.config.set_floatx("float64"); keras.config.set_dtype_policy("float64")
+
+class M(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3, padding=1)
+        self.gain = nn.Parameter(torch.randn(1, 4, 1, 1))
+        self.register_buffer("shift", torch.randn(4, 1, 1), persistent=False)
+
+    def forward(self, x):
+        y = self.conv(x) * self.gain + self.shift
+        return F.interpolate(y, scale_factor=1.5, mode="bilinear", align_corners=True)
+
+torch.manual_seed(0)
+m = M().eval().double()
+x = torch.randn(2, 3, 6, 6, dtype=torch.float64)
+km = recreate.convert(m, x)
+dtypes = {w.dtype for w in km.weights}
+assert dtypes == {"float64"}, dtypes
+x2 = torch.randn(3, 3, 6, 6, dtype=torch.float64)
+out = np.asarray(km(x2.numpy()))
+with torch.no_grad():
+    ref = m(x2).numpy()
+assert out.dtype == np.float64, out.dtype
+err = float(np.abs(out - ref).max())
+assert err < 1e-12, err
+print("float64 error", err)
+"""
+
+
+def test_a_float64_run_keeps_float64_everywhere():
+    """With Keras's float64 policy a float64 model converts to float64 variables and constants
+    (the sweeps' check that tells float32 rounding from a converter bug). In a subprocess: the
+    policy is process-wide."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    src = str(Path(__file__).resolve().parents[1] / "src")
+    env = {**os.environ, "PYTHONPATH": src + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    p = subprocess.run([sys.executable, "-c", FLOAT64_RUN], capture_output=True, text=True, env=env, timeout=600)
+    assert p.returncode == 0, p.stdout + p.stderr[-3000:]
+    assert "float64 error" in p.stdout

@@ -374,3 +374,18 @@ def test_integer_input_nearest_only():
     np.testing.assert_array_equal(got, F.interpolate(x.float(), size=(5, 7), mode="nearest-exact").int().numpy())
     with pytest.raises(ValueError, match="needs a floating-point input"):
         run_layer(x, size=(5, 7), mode="bilinear")
+
+
+@pytest.mark.parametrize("mode,kw", [("bilinear", {"align_corners": True}), ("bilinear", {"align_corners": False}),
+                                     ("bicubic", {"align_corners": False}), ("area", {}),
+                                     ("bilinear", {"antialias": True, "align_corners": False}), ("nearest", {})])
+def test_float64_input_uses_float64_tables(mode, kw):
+    """A float64 run (how float32 rounding is told from a converter bug) must not lose
+    precision here: torch computes these tables in double for a double input."""
+    x = torch.randn(2, 3, 5, 7, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    for size in [(10, 14), (3, 4), (11, 5)]:
+        ref = F.interpolate(x, size=size, mode=mode, **kw).numpy()
+        layer = Interpolate(size=size, mode=mode, dtype="float64", **kw)
+        got = np.transpose(np.asarray(layer(np.transpose(x.numpy(), (0, 2, 3, 1)))), (0, 3, 1, 2))
+        assert got.dtype == np.float64
+        np.testing.assert_allclose(got, ref, rtol=0, atol=1e-13)

@@ -225,7 +225,7 @@ class _Converter:
         perm = tuple(perm) if perm is not None else identity(rank)
         data = np.transpose(array, perm) if rank else array
         dt = str(data.dtype)
-        if data.dtype == np.float64:
+        if data.dtype == np.float64 and keras.config.floatx() != "float64":  # float64 only when asked for
             data, dt = data.astype(np.float32), "float32"
         if self.batch_ref is None:  # the layer would run eagerly: its output no graph tensor
             raise ConversionError(f"internal: constant {hint!r} made before any model input")

@@ -34,8 +34,9 @@ Torch quirks, measured with torch 2.14.1 on CPU:
   every row for a contiguous input (float32 and float64; a channels_last input is right).
   That is a bug, not a semantic: this layer computes the correct (channels_last) result.
 
-Tables are float32 (torch's float32 arithmetic); for float64 inputs torch computes them in
-double, so results differ by ~1e-7 relative. Padding taps of the antialias/area tables (rows
+Tables are float32 (torch's float32 arithmetic); for a float64 input the linear, cubic, area
+and antialias tables are computed in float64, as torch does (nearest indices use a float scale
+in ATen whatever the dtype). Padding taps of the antialias/area tables (rows
 with fewer taps than the widest) carry weight 0 on an in-range pixel, so an inf/nan input
 there can give nan where torch skips the tap.
 
@@ -47,6 +48,7 @@ uses TF's ResizeBilinear instead, where it samples exactly as torch (see
 
 from __future__ import annotations
 
+import contextlib
 import math
 
 import keras
@@ -333,7 +335,7 @@ class Interpolate(keras.layers.Layer):
             raise ValueError(f"antialias=True needs a 4-D input, got shape {tuple(shape)}")
         return list(shape[1:-1])
 
-    def _plan(self, shape):
+    def _plan(self, shape, dtype="float32"):
         """(input sizes, output sizes, torch's scale per axis, per-axis tables)."""
         in_sizes = self._spatial(shape)
         if any(s is None for s in in_sizes):
@@ -343,11 +345,13 @@ class Interpolate(keras.layers.Layer):
             raise ValueError(f"output size {out_sizes} (input {in_sizes}) must be greater than 0 (as in torch)")
         # See the module doc: torch's 2-D nearest kernel choice depends on the output size.
         vectorized = len(in_sizes) == 2 and sum(out_sizes) <= 128
-        tables = [
-            axis_table(self.mode, i, o, align_corners=bool(self.align_corners), scale=s,
-                       antialias=self.antialias, vectorized=vectorized)
-            for i, o, s in zip(in_sizes, out_sizes, scales)
-        ]
+        double = dtype == "float64" and self.mode not in ("nearest", "nearest-exact")
+        with _table_precision(np.float64 if double else np.float32):
+            tables = [
+                axis_table(self.mode, i, o, align_corners=bool(self.align_corners), scale=s,
+                           antialias=self.antialias, vectorized=vectorized)
+                for i, o, s in zip(in_sizes, out_sizes, scales)
+            ]
         return in_sizes, out_sizes, scales, tables
 
     def compute_output_shape(self, input_shape):
@@ -365,7 +369,7 @@ class Interpolate(keras.layers.Layer):
 
     # -- compute -------------------------------------------------------------------
     def call(self, x):
-        in_sizes, out_sizes, scales, tables = self._plan(x.shape)
+        in_sizes, out_sizes, scales, tables = self._plan(x.shape, keras.backend.standardize_dtype(x.dtype))
         if self._tf_resize_is_exact(x, in_sizes, out_sizes, scales):
             return ops.image.resize(x, out_sizes, interpolation="bilinear", antialias=False,
                                     data_format="channels_last")
@@ -415,6 +419,17 @@ class Interpolate(keras.layers.Layer):
             "recompute_scale_factor": self.recompute_scale_factor,
             "antialias": self.antialias,
         }
+
+
+@contextlib.contextmanager
+def _table_precision(dtype):
+    """The table builders' arithmetic type (module-level _F32): float64 for a float64 input."""
+    global _F32
+    saved, _F32 = _F32, dtype
+    try:
+        yield
+    finally:
+        _F32 = saved
 
 
 def _normalise(v, cast):

@@ -64,7 +64,22 @@ class ScaledDotProductAttention(keras.layers.Layer):
         return ops.matmul(weights, value)
 
     def compute_output_shape(self, query_shape, key_shape=None, value_shape=None, mask_shape=None):
-        return (*query_shape[:-1], value_shape[-1] if value_shape is not None else query_shape[-1])
+        """(*batch, L, Ev): the leading axes of query, key and value broadcast (a rank-3 query
+        against rank-4 keys gives a rank-4 result, as torch's matmul does)."""
+        lead = [tuple(query_shape[:-2])]
+        for s in (key_shape, value_shape):
+            if s is not None:
+                s = tuple(s[:-2])
+                if self.enable_gqa and len(s) >= 1 and len(query_shape) >= 3:
+                    s = (*s[:-1], query_shape[-3])  # key/value heads repeated to the query's
+                lead.append(s)
+        rank = max(len(t) for t in lead)
+        batch = []
+        for i in range(rank):
+            sizes = [t[len(t) - rank + i] for t in lead if len(t) - rank + i >= 0]
+            known = [d for d in sizes if d is not None and d != 1]
+            batch.append(known[0] if known else (None if None in sizes else 1))
+        return (*batch, query_shape[-2], value_shape[-1] if value_shape is not None else query_shape[-1])
 
     def get_config(self):
         return {**super().get_config(), "scale": self.scale, "is_causal": self.is_causal,

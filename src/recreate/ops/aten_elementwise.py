@@ -220,7 +220,7 @@ def atan2(cx, x, other):
 
 @register_op(*_overloads("hypot.default"))
 def hypot(cx, x, other):
-    return _apply(cx, "hypot", [x, other])
+    return _apply(cx, "aten_hypot", [x, other])
 
 
 @register_op(*_overloads("copysign.Tensor", "copysign.Scalar"))

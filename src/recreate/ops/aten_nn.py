@@ -165,9 +165,25 @@ def _axpby(cx, inp, y, beta, alpha):
 
 @register_op(aten.einsum.default)
 def einsum(cx, equation, tensors, *, path=None):
+    return einsum_op(cx, equation, tensors)
+
+
+def einsum_op(cx, equation: str, operands):
+    """torch.einsum as keras.ops.einsum. An explicit output without "..." sums the operands'
+    broadcast ("...") axes, which TensorFlow's einsum refuses ("...ik,...j->ij" of (1, 2, 3)
+    and (3,)): the einsum keeps them in front, a sum takes them off."""
     equation = equation.replace(" ", "")
-    ops = [cx.torch(v) for v in tensors]
-    return cx.op("einsum", [equation, *(tensor(i) for i in range(len(ops)))], ops, identity(len(cx.out_shape)))
+    ops = [cx.torch(v) for v in operands]
+    lhs, arrow, out = equation.partition("->")
+    subs = lhs.split(",")
+    n_ell = max((v.rank - len(sub.replace("...", "")) for v, sub in zip(ops, subs) if "..." in sub), default=0)
+    out_rank = len(cx.out_shape)
+    if not arrow or "..." in out or n_ell <= 0:
+        return cx.op("einsum", [equation, *(tensor(i) for i in range(len(ops)))], ops, identity(out_rank))
+    full_shape = (*[None] * n_ell, *cx.out_shape)
+    y = cx.op("einsum", [f"{lhs}->...{out}", *(tensor(i) for i in range(len(ops)))], ops,
+              identity(out_rank + n_ell), shape=full_shape)
+    return cx.op("sum", [tensor(0)], [y], identity(out_rank), kwargs={"axis": list(range(n_ell))})
 
 
 # ---- normalization ----------------------------------------------------------------------------

@@ -292,9 +292,38 @@ def roll(cx, x, shifts, dims=()):
                  kwargs={"shift": shifts, "axis": [x.keras_axis(d) for d in dims]})
 
 
+def _batch_multiples(cx, pos: int, name: str) -> dict:
+    """{index: k} for the entries of the int-list argument at `pos` that torch.export made
+    k * (the batch size), e.g. RAFT's `coords.repeat(batch_size, 1, 1, 1)`. Any other
+    symbolic entry is refused: it cannot follow the batch."""
+    raw = _raw_arg(cx, pos, name)
+    out = {}
+    for i, r in enumerate(raw if isinstance(raw, (list, tuple)) else []):
+        val = r.meta.get("val") if isinstance(r, torch.fx.Node) else None
+        expr = _sym_expr(val)
+        if expr is None or not expr.free_symbols:
+            continue
+        coeff, rest = expr.as_coeff_Mul()
+        if len(expr.free_symbols) != 1 or not rest.is_Symbol or not getattr(coeff, "is_Integer", False):
+            raise ConversionError(f"{cx.node.target}: entry {i} of {name} is {expr}, which is not a multiple of "
+                                  "the batch size: not representable with a dynamic batch")
+        out[i] = int(coeff)
+    return out
+
+
 @register_op(aten.repeat.default)
 def repeat(cx, x, repeats):
     reps = [int(r) for r in repeats]
+    by_batch = _batch_multiples(cx, 1, "repeats")
+    if by_batch:
+        # a count that is the batch size (times k): taken from the batch at run time
+        x = cx.torch(x)
+        full = (1,) * (len(reps) - x.rank) + tuple(x.shape)
+        if full != x.shape:
+            x = builtin._reshape_to(cx, x, full)
+        ref = Value(cx.batch_ref, identity(len(cx.batch_ref.shape)), (), None)
+        return cx.op("aten_tile_by_batch", [tensor(0), tensor(1), reps, {str(i): k for i, k in by_batch.items()}],
+                     [x, ref], identity(len(reps)), dtype=x.dtype)
     if len(reps) == x.rank:  # tile in the Keras layout
         return cx.op("tile", [tensor(0), [reps[p] for p in x.perm]], [x], x.perm, dtype=x.dtype)
     x = cx.torch(x)

@@ -732,9 +732,10 @@ def _einsum_parts(args) -> tuple[str, list]:
 
 @register_op(torch.einsum, cases=C.custom(C.einsum_build))
 def einsum(cx, *args):
+    from .aten_nn import einsum_op
+
     equation, ops = _einsum_parts(args)
-    ops = [cx.torch(v) for v in ops]
-    return cx.op("einsum", [equation, *(tensor(i) for i in range(len(ops)))], ops, identity(len(cx.out_shape)))
+    return einsum_op(cx, equation, ops)
 
 
 @register_op(F.linear, cases=C.custom(C.linear_build))
@@ -905,5 +906,5 @@ def scaled_dot_product_attention(cx, q, k, v, attn_mask=None, dropout_p=0.0, is_
         if not isinstance(attn_mask, Value):
             attn_mask = cx.const(np.asarray(attn_mask))
         tensors.append(cx.torch(attn_mask))
-    out = cx.layer(layer, tensors, identity(q.rank))
+    out = cx.layer(layer, tensors, identity(len(cx.out_shape)))
     return Value(out.t, out.perm, out.shape, q.dtype)

@@ -202,8 +202,8 @@ class Builder:
 
         name, tensor, trainable = self.param_nodes[node]
         dtype = str(tensor.dtype).replace("torch.", "")
-        if dtype in ("float64", "bfloat16", "float16"):
-            dtype = "float32"
+        if dtype in ("bfloat16", "float16") or (dtype == "float64" and keras.config.floatx() != "float64"):
+            dtype = "float32"  # float64 variables only in a float64 run (keras.config.set_floatx)
         if dtype == "bool":  # not a variable type everywhere: a constant
             v = self.conv.constant(tensor.detach().cpu().numpy(), name)
         else:

@@ -80,7 +80,15 @@ def _copysign(a, b):
     return ops.where(ops.signbit(b), ops.negative(magnitude), magnitude)
 
 
+def _hypot(a, b):
+    """torch.hypot (C's): +inf where either side is infinite, even against a NaN (IEEE 754),
+    which keras.ops.hypot's NaN propagation does not give."""
+    either_inf = ops.logical_or(ops.isinf(a), ops.isinf(b))
+    return ops.where(either_inf, ops.cast(float("inf"), a.dtype), ops.hypot(a, b))
+
+
 HELPERS: dict = {
+    "aten_hypot": _hypot,
     "aten_sign": _sign,
     "aten_fmod": _fmod,
     "aten_floor_divide": _floor_divide,

@@ -44,6 +44,15 @@ def _indexed_first(x, axes):
     return ops.reshape(x, (lead, *[shape[a] for a in rest])), rest
 
 
+def _tile_by_batch(x, ref, reps, by_batch):
+    """tile(x, reps) where the counts at the axes in `by_batch` ({axis: k}) are k times
+    `ref`'s run-time batch size."""
+    counts = list(reps)
+    for axis, k in by_batch.items():
+        counts[int(axis)] = ops.shape(ref)[0] * int(k)
+    return ops.tile(x, counts)
+
+
 def _index_gather(x, *indices, axes):
     """torch's advanced indexing x[..., i0, ..., i1, ...] with index tensors on `axes`: the
     result is (*broadcast index shape, *the other axes in order)."""
@@ -225,6 +234,7 @@ def _take_flat2(x, index, axis1, axis2):
 HELPERS: dict = {
     "aten_take_flat2": _take_flat2,
     "aten_index_gather": _index_gather,
+    "aten_tile_by_batch": _tile_by_batch,
     "aten_index_put": _index_put,
     "aten_scatter_dense": _scatter_dense,
     "aten_masked_scatter": _masked_scatter,
