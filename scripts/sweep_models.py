@@ -931,7 +931,7 @@ def main():
                    help="kill a model's process whose resident set grows past this (default 8 GB; the machine is shared)")
     p.add_argument("--out", help="append one JSON object per model to this file")
     p.add_argument("--no-float64", dest="float64", action="store_false",
-                   help="do not recheck a MISMATCH in float64 (DRIFT: float64 error <= %g)" % FLOAT64_BUDGET)
+                   help=f"do not recheck a MISMATCH in float64 (DRIFT: float64 error <= {FLOAT64_BUDGET:g})")
     p.add_argument("--resume", action="store_true", help="skip the models already in --out (same source)")
     p.add_argument("--shuffle", type=int, metavar="SEED", help="run the models in a seeded random order "
                    "(a --limit or an interrupted run is then a random sample)")

@@ -359,13 +359,9 @@ def test_a_float64_run_keeps_float64_everywhere():
     """With Keras's float64 policy a float64 model converts to float64 variables and constants
     (the sweeps' check that tells float32 rounding from a converter bug). In a subprocess: the
     policy is process-wide."""
-    import os
     import subprocess
     import sys
-    from pathlib import Path
 
-    src = str(Path(__file__).resolve().parents[1] / "src")
-    env = {**os.environ, "PYTHONPATH": src + os.pathsep + os.environ.get("PYTHONPATH", "")}
-    p = subprocess.run([sys.executable, "-c", FLOAT64_RUN], capture_output=True, text=True, env=env, timeout=600)
+    p = subprocess.run([sys.executable, "-c", FLOAT64_RUN], capture_output=True, text=True, timeout=600)
     assert p.returncode == 0, p.stdout + p.stderr[-3000:]
     assert "float64 error" in p.stdout

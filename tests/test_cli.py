@@ -139,9 +139,8 @@ def test_scaffold_custom_model_script_runs_and_passes(project):
     assert "FIXED_LAYERS = []" in text
     assert "token = recreate.layers.Parameter(name='token', shape=[1, 8], torch_name='token')" in text
     # so the script passes with a checkpoint of other weights too
-    from safetensors.torch import save_file
-
     import tinynet
+    from safetensors.torch import save_file
 
     other = tinynet.tiny()
     with torch.no_grad():

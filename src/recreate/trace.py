@@ -147,6 +147,12 @@ def tensor(i: int) -> dict:
     return {"__tensor__": i}
 
 
+def keeps_float64() -> bool:
+    """Whether float64 torch tensors stay float64 in Keras: only in a float64 run (Keras's
+    floatx set to float64, as the sweeps' float64 recheck does); float32 otherwise."""
+    return keras.config.floatx() == "float64"
+
+
 class _Converter:
     def __init__(self, model, io_layout: str):
         self.torch = require_torch("convert")
@@ -225,7 +231,7 @@ class _Converter:
         perm = tuple(perm) if perm is not None else identity(rank)
         data = np.transpose(array, perm) if rank else array
         dt = str(data.dtype)
-        if data.dtype == np.float64 and keras.config.floatx() != "float64":  # float64 only when asked for
+        if data.dtype == np.float64 and not keeps_float64():
             data, dt = data.astype(np.float32), "float32"
         if self.batch_ref is None:  # the layer would run eagerly: its output no graph tensor
             raise ConversionError(f"internal: constant {hint!r} made before any model input")

@@ -315,22 +315,17 @@ def _batch_multiples(cx, pos: int, name: str) -> dict:
 def repeat(cx, x, repeats):
     reps = [int(r) for r in repeats]
     by_batch = _batch_multiples(cx, 1, "repeats")
-    if by_batch:
-        # a count that is the batch size (times k): taken from the batch at run time
-        x = cx.torch(x)
-        full = (1,) * (len(reps) - x.rank) + tuple(x.shape)
-        if full != x.shape:
-            x = builtin._reshape_to(cx, x, full)
-        ref = Value(cx.batch_ref, identity(len(cx.batch_ref.shape)), (), None)
-        return cx.op("aten_tile_by_batch", [tensor(0), tensor(1), reps, {str(i): k for i, k in by_batch.items()}],
-                     [x, ref], identity(len(reps)), dtype=x.dtype)
-    if len(reps) == x.rank:  # tile in the Keras layout
+    if len(reps) == x.rank and not by_batch:  # tile in the Keras layout
         return cx.op("tile", [tensor(0), [reps[p] for p in x.perm]], [x], x.perm, dtype=x.dtype)
     x = cx.torch(x)
     full = (1,) * (len(reps) - x.rank) + tuple(x.shape)
     if full != x.shape:
         x = builtin._reshape_to(cx, x, full) if x.rank else cx.op(
             "reshape", [tensor(0), list(full)], [x], identity(len(full)), shape=full, dtype=x.dtype)
+    if by_batch:  # a count that is the batch size (times k): taken from the batch at run time
+        ref = Value(cx.batch_ref, identity(len(cx.batch_ref.shape)), (), None)
+        return cx.op("aten_tile_by_batch", [tensor(0), tensor(1), reps, {str(i): k for i, k in by_batch.items()}],
+                     [x, ref], identity(len(reps)), dtype=x.dtype)
     return cx.op("tile", [tensor(0), reps], [x], identity(len(reps)), dtype=x.dtype)
 
 

@@ -31,6 +31,7 @@ from ..trace import (
     _source_line,
     channels_last,
     identity,
+    keeps_float64,
 )
 from . import capture, direct
 
@@ -202,8 +203,8 @@ class Builder:
 
         name, tensor, trainable = self.param_nodes[node]
         dtype = str(tensor.dtype).replace("torch.", "")
-        if dtype in ("bfloat16", "float16") or (dtype == "float64" and keras.config.floatx() != "float64"):
-            dtype = "float32"  # float64 variables only in a float64 run (keras.config.set_floatx)
+        if dtype in ("bfloat16", "float16") or (dtype == "float64" and not keeps_float64()):
+            dtype = "float32"
         if dtype == "bool":  # not a variable type everywhere: a constant
             v = self.conv.constant(tensor.detach().cpu().numpy(), name)
         else:
