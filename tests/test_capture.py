@@ -365,3 +365,48 @@ def test_a_float64_run_keeps_float64_everywhere():
     p = subprocess.run([sys.executable, "-c", FLOAT64_RUN], capture_output=True, text=True, timeout=600)
     assert p.returncode == 0, p.stdout + p.stderr[-3000:]
     assert "float64 error" in p.stdout
+
+
+class _KV:
+    """A cache layer as Hugging Face's DynamicLayer: a plain object (no pytree registration)."""
+
+    def __init__(self, keys, values):
+        self.keys, self.values, self.initialized = keys, values, True
+
+
+class _Cache:
+    def __init__(self):
+        self.layers = []
+        self.offloading = False
+
+
+class _CachingModel(nn.Module):
+    """Returns (hidden, cache object holding each layer's keys and values)."""
+
+    def __init__(self):
+        super().__init__()
+        self.k = nn.ModuleList(nn.Linear(4, 4) for _ in range(2))
+        self.v = nn.ModuleList(nn.Linear(4, 4) for _ in range(2))
+
+    def forward(self, x):
+        cache = _Cache()
+        for k, v in zip(self.k, self.v):
+            cache.layers.append(_KV(k(x), v(x).relu()))
+            x = x + cache.layers[-1].values
+        return {"hidden": x, "past_key_values": cache}
+
+
+def test_an_output_object_torch_does_not_know_is_flattened():
+    import torch.utils._pytree as pytree
+
+    m = _CachingModel().eval()
+    x = torch.randn(2, 3, 4)
+    km = recreate.convert(m, x)
+    assert len(km.outputs) == 5  # hidden, then each layer's keys and values in attribute order
+    assert _Cache not in pytree.SUPPORTED_NODES and _KV not in pytree.SUPPORTED_NODES  # registration undone
+    report = recreate.verify(m, km, [x, torch.randn(3, 3, 4)])
+    assert report.passed and report.batches == 2, str(report)
+    want = m(x)
+    got = km(x.numpy())
+    np.testing.assert_allclose(np.asarray(got[0]), want["hidden"].detach().numpy(), atol=1e-5)
+    np.testing.assert_allclose(np.asarray(got[4]), want["past_key_values"].layers[1].values.detach().numpy(), atol=1e-5)

@@ -22,17 +22,45 @@ def _as_tuple(x) -> tuple:
     return tuple(x) if isinstance(x, (tuple, list)) else (x,)
 
 
-def flatten_outputs(out) -> list:
-    """Flatten nested tuples/lists/dicts/dataclass-like outputs into a list, in order."""
+def flatten_outputs(out, _seen: frozenset = frozenset()) -> list:
+    """Flatten nested tuples/lists/dicts/dataclass-like outputs into a list, in order. Any
+    other object that holds tensors in its attributes (a Hugging Face DynamicCache and its
+    layers' keys and values) is flattened over its attributes in definition order; an
+    object that holds none is one leaf."""
     if isinstance(out, (tuple, list)):
-        return [t for o in out for t in flatten_outputs(o)]
+        return [t for o in out for t in flatten_outputs(o, _seen)]
     if isinstance(out, dict):
-        return [t for v in out.values() for t in flatten_outputs(v)]
+        return [t for v in out.values() for t in flatten_outputs(v, _seen)]
     if out is None:
         return []
     if dataclasses.is_dataclass(out) and not isinstance(out, type):
-        return [t for f in dataclasses.fields(out) for t in flatten_outputs(getattr(out, f.name))]
+        return [t for f in dataclasses.fields(out) for t in flatten_outputs(getattr(out, f.name), _seen)]
+    fields = _object_fields(out, _seen)
+    if fields is not None:
+        inner = _seen | {id(out)}
+        return [t for v in fields for t in flatten_outputs(v, inner)]
     return [out]
+
+
+def _object_fields(obj, seen: frozenset) -> list | None:
+    """The attribute values of a plain Python object that holds tensors, else None."""
+    if id(obj) in seen or isinstance(obj, (type, str, bytes, int, float, complex, bool, np.ndarray)):
+        return None
+    cls = type(obj)
+    if cls.__module__.split(".")[0] in ("torch", "builtins", "numpy", "keras", "tensorflow") or callable(obj):
+        return None  # tensors, dtypes, devices, modules, functions
+    fields = list(getattr(obj, "__dict__", {}).values())
+    if not fields:
+        return None
+    import sys
+
+    torch = sys.modules.get("torch")
+    if torch is None:
+        return None
+    inner = seen | {id(obj)}
+    if not any(isinstance(t, torch.Tensor) for t in flatten_outputs(fields, inner)):
+        return None
+    return fields
 
 
 def _spatial_dims(torch_type: type) -> int | None:

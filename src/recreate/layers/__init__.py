@@ -23,7 +23,7 @@ from .avg_pool import AveragePooling
 from .batch_stat_norm import BatchStatNormalization
 from .bilinear import Bilinear
 from .channel_shuffle import ChannelShuffle
-from .cond import Cond
+from .cond import Cond, WhileLoop
 from .conv_transpose import ConvTranspose
 from .deform_conv import DeformConv2D
 from .distance import CosineSimilarity, PairwiseDistance
@@ -115,4 +115,5 @@ __all__ = [
     "TransformerEncoderLayer",
     "Unflatten",
     "Unfold",
+    "WhileLoop",
 ]

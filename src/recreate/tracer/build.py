@@ -100,6 +100,22 @@ def _meta(val):
     return None
 
 
+def _batch_shapes(graph) -> dict:
+    """Each tensor node's shape with one more sample (ExportConverter's batch axes), and its
+    example shape as `tensor_meta` (what the converters read)."""
+    import torch
+
+    shapes = {}
+    for node in graph.nodes:
+        val = node.meta.get("val")
+        if isinstance(val, torch.Tensor):
+            node.meta["tensor_meta"] = _meta(val)
+            shapes[node.name] = tuple(_grown(s) for s in val.shape)
+        elif isinstance(val, (list, tuple)) and val and all(isinstance(v, torch.Tensor) for v in val):
+            node.meta["tensor_meta"] = _meta(val)
+    return shapes
+
+
 class ExportConverter(_Converter):
     """_Converter with the batch axes read off torch.export's symbolic shapes."""
 
@@ -119,27 +135,15 @@ class Builder:
         self.ep = ep
         self.io_layout = io_layout
         self.dynamic_batch = dynamic_batch
+        self.gm = ep.graph_module
         self.conv = ExportConverter(model, io_layout)
         self.env: dict = {}
         self.inputs: list = []
         self.param_nodes: dict = {}  # placeholder node -> (torch name, tensor, trainable)
         self.examples = [a for a in _leaves((args, kwargs)) if isinstance(a, self.torch.Tensor)]
-        self._batch_shapes()
+        self.conv.batch_shapes = _batch_shapes(self.ep.graph)
 
     # -- shapes -------------------------------------------------------------------------------
-    def _batch_shapes(self):
-        import torch
-
-        shapes = {}
-        for node in self.ep.graph.nodes:
-            val = node.meta.get("val")
-            if isinstance(val, torch.Tensor):
-                node.meta["tensor_meta"] = _meta(val)
-                shapes[node.name] = tuple(_grown(s) for s in val.shape)
-            elif isinstance(val, (list, tuple)) and val and all(isinstance(v, torch.Tensor) for v in val):
-                node.meta["tensor_meta"] = _meta(val)
-        self.conv.batch_shapes = shapes
-
     # -- inputs -------------------------------------------------------------------------------
     def placeholders(self):
         from torch.export.graph_signature import InputKind
@@ -236,9 +240,17 @@ class Builder:
                 outputs = self.output(node)
             elif node.op == "call_function":
                 self.env[node] = self.call_function(node)
+            elif node.op == "get_attr":  # a subgraph of torch.cond / torch.while_loop
+                self.env[node] = self.get_attr(node)
             else:
                 raise ConversionError(f"exported graph node kind {node.op} ({node.format_node()}) is not supported")
         return outputs
+
+    def get_attr(self, node):
+        obj = self.gm
+        for part in str(node.target).split("."):
+            obj = getattr(obj, part)
+        return obj
 
     def output(self, node):
         from torch.export.graph_signature import OutputKind
@@ -288,6 +300,8 @@ class Builder:
         if all(v.data is not None for v in vals) and not symbolic(val):
             return self.fold(node, args, kwargs)
 
+        if target in control_flow_ops():
+            return control_flow_ops()[target](self, node, args)
         fn = op_registry.find_op(target)
         if fn is None and direct.in_place(target):
             # The export IR's in-place ops on tensors nobody else reads (direct.py checked).
@@ -387,6 +401,17 @@ def shape_only_ops() -> frozenset:
              "new_empty_strided", "empty_strided")
     return frozenset(getattr(getattr(aten, n), o) for n in names if hasattr(aten, n)
                      for o in getattr(aten, n).overloads())
+
+
+@functools.cache
+def control_flow_ops() -> dict:
+    """torch.cond / torch.while_loop (higher-order ops) -> their handlers (tracer/control_flow.py)."""
+    import torch
+
+    from . import control_flow
+
+    hop = torch.ops.higher_order
+    return {hop.cond: control_flow.cond, hop.while_loop: control_flow.while_loop}
 
 
 @functools.cache

@@ -20,6 +20,7 @@ import contextlib
 import dataclasses
 import functools
 import os
+import re
 import traceback
 import warnings
 
@@ -138,6 +139,12 @@ def registered_leaves(model):
 
     def make(path, mod):
         def forward(*args, **kwargs):
+            if torch.compiler.is_dynamo_compiling():
+                # Inside torch.cond / torch.while_loop (dynamo traces the subgraphs, and the
+                # registry write below would be a side effect it refuses): the module's own
+                # forward (the class's: no state may change here), lowered to ATen ops like
+                # unregistered code.
+                return type(mod).forward(mod, *args, **kwargs)
             flat, spec = pytree.tree_flatten((args, kwargs))
             key = f"{path}#{counter[0]}"
             counter[0] += 1
@@ -234,17 +241,78 @@ def export(model, args: tuple, kwargs: dict, *, dynamic_batch: bool = True, deco
         return None
 
     dynamic = (tuple(dyn(a) for a in args), {k: dyn(v) for k, v in kwargs.items()})
-    _CALLS.clear()
-    with _state_kept(model), registered_leaves(model), warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        try:
-            ep = torch.export.export(model, args, kwargs, dynamic_shapes=_dynamic_shapes(model, args, kwargs, dynamic),
-                                     strict=False)
-            if decompose or (decompose is None and _blocker(ep) is not None):
-                ep = ep.run_decompositions(decomposition_table())
-        except Exception as e:  # noqa: BLE001 - torch.export raises many types
-            raise _capture_error(model, e) from e
+    with _output_types() as known:
+        while True:
+            _CALLS.clear()
+            with _state_kept(model), registered_leaves(model), warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                try:
+                    ep = torch.export.export(model, args, kwargs, strict=False,
+                                             dynamic_shapes=_dynamic_shapes(model, args, kwargs, dynamic))
+                    if decompose or (decompose is None and _blocker(ep) is not None):
+                        ep = ep.run_decompositions(decomposition_table())
+                    break
+                except Exception as e:  # noqa: BLE001 - torch.export raises many types
+                    cls = _unknown_output_type(e)
+                    if cls is None or cls in known or len(known) >= 8:
+                        raise _capture_error(model, e) from e
+            known.append(cls)  # an output object torch's pytree does not know: flattened, and again
+            _register_output_type(cls)
     return ep, args, kwargs
+
+
+def _unknown_output_type(exc):
+    """The class of an output object torch.export refused ("Found <class 'a.b.C'> in output,
+    which is not a known type"), if it can be imported."""
+    import importlib
+
+    m = re.search(r"Found <class '([\w.]+)'> in output", str(exc))
+    if m is None:
+        return None
+    parts = m.group(1).split(".")
+    for i in range(len(parts) - 1, 0, -1):
+        try:
+            obj = importlib.import_module(".".join(parts[:i]))
+        except ImportError:
+            continue
+        try:
+            for name in parts[i:]:
+                obj = getattr(obj, name)
+        except AttributeError:
+            return None
+        return obj if isinstance(obj, type) else None
+    return None
+
+
+def _register_output_type(cls):
+    """Model outputs of `cls` flatten to their tensors in recreate.convert.flatten_outputs's
+    order (verify flattens the torch model's outputs the same way)."""
+    import torch
+
+    from ..convert import flatten_outputs
+
+    def flatten(obj):
+        return [t for t in flatten_outputs(obj) if isinstance(t, torch.Tensor)], None
+
+    def unflatten(children, context):
+        return tuple(children)
+
+    torch.utils._pytree.register_pytree_node(cls, flatten, unflatten,
+                                             serialized_type_name=f"recreate.output.{cls.__module__}.{cls.__qualname__}")
+
+
+@contextlib.contextmanager
+def _output_types():
+    """Output classes registered with torch's pytree during one capture, unregistered after
+    (the user's process is left as it was)."""
+    import torch
+
+    known: list = []
+    try:
+        yield known
+    finally:
+        for cls in known:
+            torch.utils._pytree._deregister_pytree_node(cls)
 
 
 def _blocker(ep) -> str | None:
