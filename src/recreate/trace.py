@@ -227,6 +227,17 @@ class _Converter:
     def constant(self, array: np.ndarray, hint: str, perm=None) -> Value:
         from .layers.op import Constant
 
+        if not array.flags.c_contiguous:
+            # The example's value kept C-contiguous, as torch holds a computed tensor: a view
+            # handed over as it is (an expand's stride-0 broadcast, a transpose) keeps its
+            # layout when it is folded again (np.array keeps the order, torch's elementwise ops
+            # follow it), and torch then refuses the export's `view` of a result that is
+            # contiguous in eager torch (kornia MotionBlur's kernel).
+            array = np.ascontiguousarray(array)
+        if np.iscomplexobj(array):  # held as a real pair (recreate.tracer.complex_values)
+            from .tracer.complex_values import constant
+
+            return constant(self, array, hint, perm)
         rank = array.ndim
         perm = tuple(perm) if perm is not None else identity(rank)
         data = np.transpose(array, perm) if rank else array

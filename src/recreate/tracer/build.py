@@ -33,7 +33,7 @@ from ..trace import (
     identity,
     keeps_float64,
 )
-from . import capture, direct
+from . import capture, complex_values, direct
 
 Meta = namedtuple("Meta", ["shape", "dtype"])
 
@@ -207,6 +207,10 @@ class Builder:
 
         name, tensor, trainable = self.param_nodes[node]
         dtype = str(tensor.dtype).replace("torch.", "")
+        if tensor.dtype.is_complex:
+            raise ConversionError(
+                f"parameter or buffer {name!r} is complex ({dtype}): Keras variables are real. Keep it as two real "
+                "tensors (torch.view_as_real) or compute it in forward")
         if dtype in ("bfloat16", "float16") or (dtype == "float64" and not keeps_float64()):
             dtype = "float32"
         if dtype == "bool":  # not a variable type everywhere: a constant
@@ -300,6 +304,8 @@ class Builder:
         if all(v.data is not None for v in vals) and not symbolic(val):
             return self.fold(node, args, kwargs)
 
+        if complex_values.involved(val, vals):
+            return complex_values.handle(self, node, args, kwargs)
         if target in control_flow_ops():
             return control_flow_ops()[target](self, node, args)
         fn = op_registry.find_op(target)

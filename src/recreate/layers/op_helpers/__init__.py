@@ -1,5 +1,5 @@
 """Op helper tables by family, merged into recreate.layers.op.HELPERS (Keras only)."""
 
-from . import elementwise, nn, reduce, shape
+from . import complex_pairs, elementwise, nn, reduce, shape
 
-HELPERS = {**elementwise.HELPERS, **shape.HELPERS, **reduce.HELPERS, **nn.HELPERS}
+HELPERS = {**complex_pairs.HELPERS, **elementwise.HELPERS, **shape.HELPERS, **reduce.HELPERS, **nn.HELPERS}
