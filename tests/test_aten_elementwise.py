@@ -38,7 +38,7 @@ OPS = {
     "sigmoid": {"sigmoid"}, "sign": {"sign"}, "sgn": {"sign"}, "signbit": {"signbit"}, "sin": {"sin"},
     "sinh": {"sinh"}, "sqrt": {"sqrt"}, "sub": {"sub"}, "rsub": {"sub"}, "tan": {"tan"}, "tanh": {"tanh"},
     "trunc": {"trunc"}, "where": {"where"}, "masked_fill": {"where"}, "copysign": {"copysign"},
-    "hypot": {"hypot"}, "nan_to_num": {"where"}, "xlogy": {"where"},
+    "hypot": {"hypot"}, "nextafter": {"nextafter"}, "nan_to_num": {"where"}, "xlogy": {"where"},
     "nn.functional.elu": {"elu"}, "nn.functional.selu": {"elu"}, "nn.functional.celu": {"where"},
     "nn.functional.gelu": {"gelu"}, "nn.functional.hardtanh": {"hardtanh"},
     "nn.functional.relu6": {"hardtanh"}, "nn.functional.leaky_relu": {"leaky_relu"},
@@ -250,6 +250,8 @@ CASES = {
     "scalar_tensor in where": (lambda a: torch.where(a > 0, torch.scalar_tensor(2.0), a), torch.randn(3, 4)),
     "copysign": (torch.copysign, SPECIAL, SPECIAL.flip(0)),
     "hypot": (torch.hypot, SPECIAL, SPECIAL.flip(0)),
+    "nextafter": (torch.nextafter, SPECIAL, SPECIAL.flip(0)),
+    "nextafter toward an int tensor, broadcast": (torch.nextafter, torch.randn(2, 3), _i(0, 5, -5)),
     "erfc erfinv exp2": (lambda a: (torch.erfc(a), torch.erfinv(a), torch.exp2(a)), torch.rand(3, 4) * 1.8 - 0.9),
 }
 
@@ -308,6 +310,7 @@ DYNAMIC = {
     "casts and fills": (lambda a: (a.to(torch.int32), torch.zeros_like(a), torch.full_like(a, 3.0), a.clone().fill_(1.0),
                                    torch.isnan(a), torch.isinf(a)), (3, 4)),
     "copy_ broadcast": (lambda a: a.clone().copy_(ROW), (3, 4)),
+    "nextafter": (lambda a, b: (torch.nextafter(a, b), torch.nextafter(a, ROW)), (3, 4), (3, 4)),
     "logical bitwise": (lambda a, b: (torch.logical_xor(a > 0, b > 0), (a > 0) & (b < 0), ~(a > 0),
                                       torch.maximum(a, b), torch.minimum(a, b)), (3, 4), (3, 4)),
 }
@@ -330,3 +333,50 @@ def test_dynamic_batch():
         assert len(out) == len(refs)
         for i, (g, t) in enumerate(zip(out, refs)):
             compare(np.asarray(g), t.numpy(), 1e-5, f"{labels[i]}, batch {b}, output {i}")
+
+
+# ---- nextafter: bit-exact at special values --------------------------------------------------
+def _nextafter_grid(dtype):
+    """Every pair of special values of `dtype`: signed zeros, infinities, NaN, ±1, the smallest
+    and largest subnormals, the smallest normal and the largest finite values."""
+    fi = torch.finfo(dtype)
+    sub = fi.smallest_normal * fi.eps  # the smallest subnormal (2 ** (min_exp - mantissa bits))
+    top_sub = fi.smallest_normal - sub
+    vals = [0.0, -0.0, float("inf"), -float("inf"), float("nan"), 1.0, -1.0, 3.5, sub, -sub, 2 * sub, top_sub,
+            -top_sub, fi.smallest_normal, -fi.smallest_normal, fi.max, -fi.max]
+    v = torch.tensor(vals, dtype=torch.float64).to(dtype)
+    assert bool((v[8] > 0) & (v[8] < fi.smallest_normal)), "the grid holds a subnormal"
+    return v.repeat_interleave(len(vals)), v.repeat(len(vals))
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.float16, torch.bfloat16],
+                         ids=lambda d: str(d).replace("torch.", ""))
+def test_nextafter_special_values_bit_exact(dtype):
+    """nextafter toward itself, across signed zeros, from and to infinities, NaN, through the
+    subnormals and at the largest finite value, bit for bit (values, NaN and sign bits).
+    TensorFlow's CPU kernels treat subnormal operands as zero, so the converter steps the bit
+    patterns. float64 runs with Keras's float64 policy (a float32 model computes float64 tensors
+    in float32); float16 and bfloat16 step in their own dtype inside the float32 layer."""
+    from recreate.transfer import to_numpy
+
+    import keras
+
+    a, b = _nextafter_grid(dtype)
+    policy, floatx = keras.config.dtype_policy(), keras.config.floatx()
+    if dtype == torch.float64:
+        keras.config.set_floatx("float64")
+        keras.config.set_dtype_policy("float64")
+    try:
+        check = check_op(torch.nextafter, a, b, tolerance=0.0)
+        got = np.asarray(keras.ops.convert_to_numpy(check.keras_model([to_numpy(a), to_numpy(b)])))
+    finally:
+        keras.config.set_floatx(floatx)
+        keras.config.set_dtype_policy(policy)
+    assert {o.overloadpacket.__name__ for o in check.aten_ops} >= {"nextafter"}
+    if dtype == torch.float64:
+        assert got.dtype == np.float64, got.dtype
+    ref = torch.nextafter(a, b).double().numpy()
+    got = got.astype(np.float64)
+    same = ((got == ref) & (np.signbit(got) == np.signbit(ref))) | (np.isnan(got) & np.isnan(ref))
+    bad = [(float(a[i]), float(b[i]), float(ref[i]), float(got[i])) for i in np.flatnonzero(~same)]
+    assert not bad, f"(x, other, torch, keras): {bad[:8]}"

@@ -41,7 +41,7 @@ OPS = {
     "cdist": {"_cdist_forward"}, "nn.functional.pdist": {"_pdist_forward"},
     "linalg.vector_norm": {"sum", "amax", "amin"}, "norm": {"sum", "amax", "amin"},
     "norm/fro": {"sum"}, "norm/inf": {"amax", "amin"}, "count_nonzero": {"sum"},
-    "aminmax": {"amin"}, "nansum": {"sum"},
+    "aminmax": {"amin"}, "nansum": {"sum"}, "histc": {"histc"},
 }
 
 # Exclusions, as data: (OpInfo name, dtype or "*", sample-description regex) -> reason.
@@ -265,6 +265,12 @@ TIES = torch.tensor([[3, 1, 3, 2], [0, 0, -1, 0], [5, 5, 5, 5]], dtype=torch.flo
 WITH_NAN = torch.tensor([[1, NAN, 3, NAN], [INF, -INF, 2, INF], [-0.0, 0.0, -0.0, 0.0]], dtype=torch.float32)
 BOOLS = torch.tensor([[1, 0, 1], [0, 0, 0]], dtype=torch.bool)
 
+# the edges of 7 bins over [-0.3, 0.9] and their float32 neighbours: here the kernel's division
+# differs from a multiplication by bins / (max - min) and from a search of linspace's edges
+_EDGES = torch.linspace(-0.3, 0.9, 8)
+_EDGES = torch.cat([_EDGES, _EDGES.nextafter(torch.tensor(INF)), _EDGES.nextafter(torch.tensor(-INF)),
+                    _EDGES.nextafter(torch.tensor(-INF)).nextafter(torch.tensor(-INF))])
+
 CASES = {
     "sum bool -> int64": (lambda a: (a.sum(), a.sum(1), a.sum((0, 1), keepdim=True)), BOOLS),
     "sum uint8 -> int64, dtype=": (lambda a: (a.sum(0), a.sum(0, dtype=torch.uint8), a.sum(dtype=torch.float32)),
@@ -340,6 +346,18 @@ CASES = {
                                        a.cumsum(1), *torch.sort(a, 0), a.softmax(0)),
                       torch.randn(3, 0), torch.randn(2, 4, 0), torch.randn(2, 3, 0)),
     "pdist ps": (lambda a: tuple(F.pdist(a, p) for p in (0.0, 1.0, 2.0, 1.5, INF)), torch.randn(5, 3)),
+    # histc: the last bin holds max, values outside [min, max] and NaN are not counted, positions
+    # are int((v - min) * bins / (max - min)) in the input's dtype (values on and next to edges)
+    "histc edges, nan, inf": (lambda a: (torch.histc(a, 4, 0, 4), torch.histc(a, 1, -1, 1), torch.histc(a, 3, 0.5, 3.5)),
+                              _f(0, 1, 2, 3, 4, 4.0000005, -1e-7, 0.9999999, NAN, INF, -INF, -0.0)),
+    "histc rounding at edges": (lambda a, b: (torch.histc(a, 10, 0, 1), torch.histc(b, 7, -0.3, 0.9)),
+                                torch.arange(101, dtype=torch.float32) / 100, _EDGES),
+    "histc min == max: the data's range": (lambda a, b, c: (torch.histc(a, 5), torch.histc(a, 6, 2, 2), torch.histc(b, 3),
+                                                            torch.histc(c, 4), torch.histc(c, 4, 0, 1)),
+                                           torch.randn(4, 6), torch.full((3, 2), 2.5), torch.tensor(-1.5)),
+    "histc empty": (lambda a: (torch.histc(a, 3), torch.histc(a, 2, 0, 1)), torch.randn(3, 0)),
+    "histc float64": (lambda a: (torch.histc(a, 13, -1, 1), torch.histc(a, 9)),
+                      torch.linspace(-1, 1, 999, dtype=torch.float64)),
 }
 
 CASE_GROUPS = {f"cases{i // 14}": list(CASES)[i:i + 14] for i in range(0, len(CASES), 14)}
@@ -425,6 +443,40 @@ def test_dynamic_batch():
         assert len(out) == len(refs)
         for i, (g, t) in enumerate(zip(out, refs)):
             compare(np.asarray(g), t.numpy(), 1e-5, f"{labels[i]}, batch {b}, output {i}")
+
+
+class Histc(torch.nn.Module):
+    """histc of model inputs and of a conv output (channels-last inside): a fixed range, the
+    data's range (min == max), and a mixture of experts' token count per expert."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = torch.nn.Conv2d(3, 4, 3, padding=1)
+
+    def forward(self, x, ids):
+        y = self.conv(x)
+        return (torch.histc(x, 8), torch.histc(x, 6, -1, 1), torch.histc(y, 5), torch.histc(y.sigmoid(), 4, 0, 1),
+                torch.histc(ids.reshape(-1).float(), bins=4, min=0, max=4))
+
+
+@pytest.mark.parametrize("decompose", [True, False])
+def test_histc_dynamic_batch(decompose):
+    """histc counts every element, the batch's too: its output (bins,) does not follow the batch,
+    but the counts (and with min == max the range) do. Converted at batch 2, run at 1, 3 and 7."""
+    from recreate.tracer import convert_exported
+
+    torch.manual_seed(0)
+    model = Histc().eval()
+    km = convert_exported(model, [torch.randn(2, 3, 5, 6), torch.randint(0, 4, (2, 2))], "torch", dynamic_batch=True,
+                          decompose=decompose)
+    for b in (1, 3, 7):
+        x, ids = torch.randn(b, 3, 5, 6) * 2, torch.randint(0, 4, (b, 2))
+        with torch.no_grad():
+            ref = model(x, ids)
+        out = km([x.numpy(), ids.numpy()])
+        assert len(out) == len(ref)
+        for i, (g, r) in enumerate(zip(out, ref)):
+            compare(np.asarray(g), r.numpy(), 0.0, f"batch {b}, output {i}")
 
 
 def test_pdist_dynamic_rows_refused():

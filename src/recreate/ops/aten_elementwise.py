@@ -228,6 +228,15 @@ def copysign(cx, x, other):
     return _apply(cx, "aten_copysign", [x, _scalar(other)])
 
 
+@register_op(*_overloads("nextafter.default"))
+def nextafter(cx, x, other):
+    # both operands in the promoted float dtype (torch has no integer kernel, but an integer
+    # `other` promotes to x's float dtype); stepped on the bit patterns, see the helper
+    if not _is_float(cx.out_dtype):
+        raise ConversionError(f"nextafter of {cx.out_dtype} tensors (torch has only floating kernels)")
+    return _apply(cx, "aten_nextafter", [x, _scalar(other)], kwargs={"dtype": _kdtype(cx.out_dtype)})
+
+
 def _max_min(keras_fn, logical):
     def conv(cx, x, other):
         if cx.out_dtype == torch.bool:

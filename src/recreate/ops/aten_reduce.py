@@ -16,6 +16,7 @@ topk are stable (see recreate.layers.op_helpers.reduce).
 
 from __future__ import annotations
 
+import math
 import operator
 
 import torch
@@ -340,6 +341,28 @@ def logsumexp(cx, x, dim, keepdim=False):
     if not dims:
         return x
     return _reduce(cx, x, "aten_logsumexp", dims, keepdim)
+
+
+# ---- histc -------------------------------------------------------------------------------------
+@register_op(*_overloads("histc.default"))
+def histc(cx, x, bins=100, min=0, max=0):
+    """A histogram of every element (the batch too), shape (bins,) in x's dtype. min == max
+    means the data's range, found at run time (it follows the batch); otherwise the range is
+    fixed and checked as torch checks it."""
+    if not x.dtype.is_floating_point:
+        raise ConversionError(f"histc of a {x.dtype} tensor (torch has only floating kernels)")
+    bins = int(bins)
+    if bins <= 0:
+        raise ConversionError(f"histc: bins must be > 0, got {bins}")
+    low, high = float(min), float(max)
+    kwargs = {"bins": bins, "dtype": _kdtype(x.dtype)}
+    if low != high:
+        if not (math.isfinite(low) and math.isfinite(high)):
+            raise ConversionError(f"histc: range of [{low}, {high}] is not finite (torch raises)")
+        if low > high:
+            raise ConversionError(f"histc: max ({high}) must be larger than min ({low}) (torch raises)")
+        kwargs.update(low=low, high=high)
+    return cx.op("aten_histc", [tensor(0)], [x], (0,), shape=(bins,), dtype=x.dtype, kwargs=kwargs)
 
 
 # ---- scans -------------------------------------------------------------------------------------

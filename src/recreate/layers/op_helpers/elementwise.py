@@ -6,7 +6,7 @@ threshold, round with decimals)."""
 
 from __future__ import annotations
 
-from keras import ops
+from keras import backend, ops
 
 
 def _sign(x):
@@ -87,6 +87,55 @@ def _hypot(a, b):
     return ops.where(either_inf, ops.cast(float("inf"), a.dtype), ops.hypot(a, b))
 
 
+# float dtype -> (integer type of its bits, their number, the bit pattern of +inf)
+_FLOAT_BITS = {"float16": ("int16", 16, 0x7C00), "bfloat16": ("int16", 16, 0x7F80),
+               "float32": ("int32", 32, 0x7F800000), "float64": ("int64", 64, 0x7FF0000000000000)}
+
+
+def _bits_view(x, dtype):
+    """x's bits read as `dtype` (same size). A trailing axis of 1: keras.ops.view reads the size
+    of the last axis, which must be static (a rank-1 batch-sized tensor has none)."""
+    return ops.squeeze(ops.view(ops.expand_dims(x, -1), dtype), -1)
+
+
+def _nextafter(a, b, dtype=None):
+    """torch.nextafter (C's): the representable value next to `a` toward `b`; `b` where they
+    are equal (so nextafter(0, -0) is -0), the smallest subnormal with b's sign after a zero,
+    NaN where either is NaN. Computed on the bit patterns: keras.ops.nextafter rounds through
+    float64 (a float32 step is lost), and TensorFlow's CPU kernels treat subnormal operands as
+    zero, so no float comparison of them can be trusted.
+
+    `dtype`: the torch tensors' dtype. A layer computes in its float policy's dtype (float32),
+    so a float16/bfloat16 step is taken in that dtype and widened back (exactly); a float64
+    step in a float32 model is taken in float32 (in float64 it would round away)."""
+    keras_dtype = backend.standardize_dtype(a.dtype)
+    if isinstance(b, (int, float)):
+        b = ops.convert_to_tensor(b, keras_dtype)
+    if dtype in _FLOAT_BITS and _FLOAT_BITS[dtype][1] < _FLOAT_BITS[keras_dtype][1]:
+        return ops.cast(_nextafter(ops.cast(a, dtype), ops.cast(b, dtype)), keras_dtype)
+    itype, nbits, inf_bits = _FLOAT_BITS[keras_dtype]
+    ia, ib = _bits_view(a, itype), _bits_view(b, itype)
+
+    def const(v):
+        return ops.convert_to_tensor(v, itype)
+
+    magnitude_mask = const((1 << (nbits - 1)) - 1)
+    mag_a, mag_b = ops.bitwise_and(ia, magnitude_mask), ops.bitwise_and(ib, magnitude_mask)
+    # the values' order as integers (sign and magnitude to two's complement; -0 and +0 equal)
+    key_a = ops.where(ops.less(ia, 0), ops.negative(mag_a), mag_a)
+    key_b = ops.where(ops.less(ib, 0), ops.negative(mag_b), mag_b)
+    # away from zero is one more in the magnitude bits, whatever the sign (subtract: keras.ops.add
+    # may take TensorFlow's bias_add path, which does not broadcast both ways)
+    away = ops.equal(ops.less(key_a, key_b), ops.greater(key_a, 0))
+    stepped = ops.subtract(ia, ops.where(away, const(-1), const(1)))
+    smallest = ops.where(ops.greater(key_b, 0), const(1), const(-((1 << (nbits - 1)) - 1)))  # sign bit | 1
+    out = ops.where(ops.equal(key_a, 0), smallest, stepped)
+    out = ops.where(ops.equal(key_a, key_b), ib, out)
+    out = ops.where(ops.greater(mag_b, const(inf_bits)), ib, out)  # NaN
+    out = ops.where(ops.greater(mag_a, const(inf_bits)), ia, out)
+    return _bits_view(out, keras_dtype)
+
+
 HELPERS: dict = {
     "aten_hypot": _hypot,
     "aten_sign": _sign,
@@ -99,4 +148,5 @@ HELPERS: dict = {
     "aten_elu": _elu,
     "aten_broadcast_like": _broadcast_like,
     "aten_copysign": _copysign,
+    "aten_nextafter": _nextafter,
 }

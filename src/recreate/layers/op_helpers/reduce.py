@@ -173,6 +173,40 @@ def _torch_softmax(x, axis, log=False):
     return fn(x, axis=axis)
 
 
+def _torch_histc(x, bins, low=None, high=None, dtype=None):
+    """torch.histc(x, bins, min, max) as torch's CPU kernel computes it, over every element of
+    x (any order: a count): an element v in [low, high] goes to bin
+    int((v - low) * bins / (high - low)) in x's dtype, the last bin holding `high`; elements
+    outside the range and NaN are not counted. low/high None: the data's minimum and maximum
+    (torch's min == max), widened by 1 each way where they are equal (one distinct value, or
+    no elements). Counted as int32, returned in x's dtype.
+
+    `dtype`: the torch tensor's dtype: a float16/bfloat16 input (computed in a float32 layer)
+    finds its bins in that dtype, as torch's kernel does."""
+    out_dtype = _dtype(x)
+    if dtype in ("float16", "bfloat16") and out_dtype != dtype:
+        x = ops.cast(x, dtype)
+    flat = ops.reshape(x, (-1,))
+    if low is None:
+        # `initial`: keras.ops.min/max assert a non-empty tensor when run eagerly
+        lo = ops.min(flat, initial=float("inf"))
+        hi = ops.max(flat, initial=float("-inf"))
+        same = ops.equal(lo, hi)
+        lo = ops.where(same, ops.subtract(lo, 1.0), lo)
+        hi = ops.where(same, ops.subtract(hi, -1.0), hi)
+    else:
+        lo = ops.convert_to_tensor(low, _dtype(flat))
+        hi = ops.convert_to_tensor(high, _dtype(flat))
+    inside = ops.logical_and(ops.greater_equal(flat, lo), ops.less_equal(flat, hi))  # False for NaN
+    pos = ops.divide(ops.multiply(ops.subtract(flat, lo), ops.cast(bins, _dtype(flat))), ops.subtract(hi, lo))
+    pos = ops.where(inside, pos, ops.zeros_like(pos))
+    # int() truncates; pos == bins (v == high) is the last bin; the clip also keeps an
+    # overflowed position (torch's undefined behaviour) inside
+    idx = ops.clip(ops.cast(pos, "int32"), 0, bins - 1)
+    counts = ops.segment_sum(ops.cast(inside, "int32"), idx, num_segments=bins)
+    return ops.cast(counts, out_dtype)
+
+
 HELPERS: dict = {
     "aten_arg_extreme": _arg_extreme,
     "aten_max_with_index": _max_with_index,
@@ -182,4 +216,5 @@ HELPERS: dict = {
     "aten_cdist": _torch_cdist,
     "aten_pdist": _torch_pdist,
     "aten_softmax": _torch_softmax,
+    "aten_histc": _torch_histc,
 }
