@@ -12,6 +12,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from recreate.errors import UntraceableError
+from recreate.testing import randomize_
 from recreate.testing.aten import compare
 
 
@@ -410,3 +411,108 @@ def test_an_output_object_torch_does_not_know_is_flattened():
     got = km(x.numpy())
     np.testing.assert_allclose(np.asarray(got[0]), want["hidden"].detach().numpy(), atol=1e-5)
     np.testing.assert_allclose(np.asarray(got[4]), want["past_key_values"].layers[1].values.detach().numpy(), atol=1e-5)
+
+
+@torch.library.custom_op("recreate_test::grouped_mm", mutates_args=())
+def _grouped_mm_reference(x: torch.Tensor, w: torch.Tensor, offs: torch.Tensor) -> torch.Tensor:
+    """Hugging Face's grouped_mm_fallback (torch._grouped_mm wants bfloat16 on the CPU)."""
+    out = torch.zeros(x.shape[0], w.shape[2], dtype=x.dtype)
+    start = 0
+    for e, end in enumerate(offs.tolist()):
+        out[start:end] = x[start:end] @ w[e]
+        start = end
+    return out
+
+
+@_grouped_mm_reference.register_fake
+def _(x, w, offs):
+    return x.new_empty(x.shape[0], w.shape[2])
+
+
+class _Experts(nn.Module):
+    """A mixture-of-experts layer as Hugging Face's grouped_mm path writes it: top-1 routing,
+    tokens sorted by expert, per-expert counts from histc, a grouped matmul over the sorted
+    rows, token indices from an arange over batch * tokens."""
+
+    def __init__(self, dim=8, experts=3):
+        super().__init__()
+        self.router = nn.Linear(dim, experts)
+        self.w = nn.Parameter(torch.randn(experts, dim, dim) * 0.3)
+        self.experts = experts
+
+    def forward(self, x):
+        b, s, d = x.shape
+        flat = x.reshape(-1, d)
+        expert = self.router(flat).argmax(-1)
+        order = expert.argsort(stable=True)
+        token = torch.arange(b * s)[order]  # an arange whose length follows the batch
+        counts = torch.histc(expert.float(), bins=self.experts, min=0, max=self.experts - 1)
+        offs = counts.cumsum(0).to(torch.int32)
+        out = torch.ops.recreate_test.grouped_mm(flat[token], self.w, offs)
+        return torch.zeros_like(flat).index_add(0, token, out).reshape(b, s, d)
+
+
+def test_mixture_of_experts_grouped_mm_through_a_custom_op_by_its_qualified_name():
+    from recreate.ops import _OPS, find_op, load_all
+
+    load_all()
+    grouped = find_op(torch.ops.aten._grouped_mm.default)
+    assert grouped is find_op(torch.ops.aten._grouped_mm.default) and grouped is not None
+    _OPS["recreate_test::grouped_mm"] = grouped  # as "transformers::grouped_mm_fallback" is registered
+    try:
+        assert find_op(torch.ops.recreate_test.grouped_mm.default) is grouped
+        m = _Experts().eval()
+        x = torch.randn(2, 5, 8)
+        with torch.no_grad():
+            assert len(set(m.router(x.reshape(-1, 8)).argmax(-1).tolist())) > 1, "every token went to one expert"
+        _check(m, x, batches=(3, 1), tol=1e-4)
+    finally:
+        _OPS.pop("recreate_test::grouped_mm")
+
+
+class _ChecksNumel(torch.nn.Module):
+    """`x.shape.numel()` (torch.Size.numel, a C function) turns the batch into a C integer:
+    non-strict torch.export fixes it to the example's (kornia's perform_keep_shape_image)."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = torch.nn.Conv2d(3, 4, 3)
+
+    def forward(self, x):
+        if x.shape.numel() == 0:
+            raise ValueError("empty")
+        return self.conv(x).relu()
+
+
+def test_batch_fixed_by_size_numel_is_captured_again_in_strict_mode():
+    m = randomize_(_ChecksNumel(), 0).eval()
+    km = recreate.convert(m, torch.rand(2, 3, 8, 8))
+    assert recreate.verify(m, km, [torch.rand(2, 3, 8, 8), torch.rand(5, 3, 8, 8)], tolerance=1e-5).passed
+
+
+def test_a_fixed_batch_names_the_guard_that_fixed_it():
+
+    class Fixed(torch.nn.Module):
+        def forward(self, x):
+            return x.view(2, -1) * 2
+
+    with pytest.raises(recreate.ConversionError, match=r"not dynamic after capture \(torch specialized it at .*guard Eq\(s\d+, 2\)"):
+        recreate.convert(Fixed().eval(), torch.rand(2, 3, 4))
+
+
+class _ViewOfFoldedExpand(torch.nn.Module):
+    """A constant computed from an expand (a stride-0 view in torch) and then viewed: torch's
+    eager result is contiguous, so the export keeps `view`, and folding it must too
+    (kornia MotionBlur's kernel)."""
+
+    def forward(self, x):
+        grid = torch.arange(5.0, device=x.device).expand(5, 5)  # strides (0, 1)
+        k = (torch.full((1, 1, 1), 0.5, device=x.device) * grid).view(1, 25)
+        return x * k
+
+
+def test_a_folded_constant_keeps_torch_layout_for_view():
+    m = _ViewOfFoldedExpand().eval()
+    x = torch.randn(2, 25)
+    km = recreate.convert(m, x)
+    assert recreate.verify(m, km, [x, torch.randn(3, 25)], tolerance=1e-6).passed

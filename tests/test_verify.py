@@ -75,3 +75,37 @@ def test_error_stats_relative_to_max_one_and_nan():
 
     mse, mab, mrel = error_stats(np.array([1.0, 101.0, np.nan]), np.array([1.0, 100.0, np.nan]))
     assert mab == pytest.approx(1.0) and mrel == pytest.approx(0.01)
+
+
+class _MixedOutputs(torch.nn.Module):
+    """Tensors mixed with Python ints and tuples of ints (as MaskFormer-Swin's
+    hidden_states_spatial_dimensions): the Keras model returns the tensor leaves only."""
+
+    def __init__(self):
+        super().__init__()
+        self.lin = torch.nn.Linear(3, 4)
+
+    def forward(self, x):
+        y = self.lin(x)
+        return y, x.shape[-1], ((2, 3), (4, 5)), {"double": y * 2, "sizes": (6,)}, torch.tanh(y) - 1
+
+
+def test_non_tensor_outputs_are_skipped_and_tensor_order_kept():
+    tm = recreate.testing.randomize_(_MixedOutputs(), 0).eval()
+    x = torch.randn(2, 3)
+    km = recreate.convert(tm, x)
+    assert len(km.outputs) == 3
+    report = recreate.verify(tm, km, [x, torch.randn(3, 3)], tolerance=1e-5)
+    assert report.passed, report
+    assert [o.index for o in report.outputs] == [0, 1, 2] and report.non_tensor == 6
+    assert "6 non-tensor leaf/leaves" in str(report)
+    # The tensor leaves are compared in order: the same outputs permuted do not pass.
+    swapped = keras.Model(km.inputs[0], [km.outputs[1], km.outputs[0], km.outputs[2]])
+    assert not recreate.verify(tm, swapped, x, layers=False).passed
+    # A count that differs is an error, never a pass on the common prefix.
+    fewer = keras.Model(km.inputs[0], km.outputs[:2])
+    with pytest.raises(recreate.ParityError, match=r"3 output\(s\) \(tensors; besides, 6 non-tensor .*6 int\), Keras model 2"):
+        recreate.verify(tm, fewer, x)
+    more = keras.Model(km.inputs[0], [*km.outputs, km.outputs[0]])
+    with pytest.raises(recreate.ParityError, match="Keras model 4"):
+        recreate.verify(tm, more, x)

@@ -79,6 +79,7 @@ class ParityReport:
     batches: int = 0
     layers: list[LayerStats] = field(default_factory=list)
     layer_note: str = ""
+    non_tensor: int = 0  # non-tensor leaves of torch's output (Python ints, ...): not compared
 
     @property
     def passed(self) -> bool:
@@ -105,6 +106,8 @@ class ParityReport:
         v = "PASS" if self.passed else "FAIL"
         s = (f"{v}: error {self.error:.3g} = max|keras - torch| / max(1, max|torch|) (tolerance "
              f"{self.tolerance:g}) over {self.batches} batch(es); elementwise max rel {self.max_rel:.3g}")
+        if self.non_tensor:
+            s += f"; {self.non_tensor} non-tensor leaf/leaves of torch's output (Python ints, ...) not compared"
         fd = self.first_divergent
         if fd is not None and not self.passed:
             s += (
@@ -222,6 +225,7 @@ def verify(
     stats: list[OutputStats] = []
     first_batch = None
     n = 0
+    non_tensor = 0
     for batch in batches:
         xs = [x if isinstance(x, torch.Tensor) else torch.as_tensor(np.asarray(x)) for x in batch]
         if first_batch is None:
@@ -229,11 +233,14 @@ def verify(
         # Keras first: an in-place op in the torch model may rewrite the input tensors.
         k_outs = _run_keras(keras_model, [to_numpy(x).copy() for x in [*xs, *tensor_kw]], input_layout)
         with torch.no_grad():
-            t_outs = [to_numpy(t) for t in flatten_outputs(torch_model(*xs, **kwargs))]
+            t_outs, skipped = _torch_outputs(torch_model(*xs, **kwargs), torch)
+        non_tensor = max(non_tensor, len(skipped))
         if len(k_outs) != len(t_outs):
+            extra = (f" (tensors; besides, {len(skipped)} non-tensor leaf/leaves not compared: "
+                     f"{_describe(skipped)})" if skipped else "")
             raise ParityError(
-                f"torch model returned {len(t_outs)} output(s), Keras model {len(k_outs)}: "
-                "a converted model returns torch's outputs flattened in order"
+                f"torch model returned {len(t_outs)} output(s){extra}, Keras model {len(k_outs)}: "
+                "a converted model returns torch's tensor outputs flattened in order"
             )
         for i, (k, t) in enumerate(zip(k_outs, t_outs)):
             k = _match_layout(k, t)
@@ -247,11 +254,32 @@ def verify(
             s.max_rel = max(s.max_rel, mrel)
             s.ref_max_abs = max(s.ref_max_abs, float(np.abs(t).max()) if t.size else 0.0)
         n += 1
-    report = ParityReport(stats, tolerance, batches=n)
+    report = ParityReport(stats, tolerance, batches=n, non_tensor=non_tensor)
     if first_batch is not None and (layers is True or (layers == "auto" and not report.passed)):
         report.layers, report.layer_note = _per_layer(torch_model, keras_model, first_batch, input_layout, tolerance,
                                                         kwargs, tensor_kw)
     return report
+
+
+def _torch_outputs(out, torch) -> tuple[list[np.ndarray], list]:
+    """The torch model's tensor leaves as arrays, in flattened order (the converted model's
+    outputs), and the other leaves (Python ints and sizes such as MaskFormer-Swin's
+    hidden_states_spatial_dimensions, strings): a Keras model returns tensors only, so
+    these are not compared."""
+    tensors, other = [], []
+    for leaf in flatten_outputs(out):
+        if isinstance(leaf, torch.Tensor):
+            tensors.append(to_numpy(leaf))
+        else:
+            other.append(leaf)
+    return tensors, other
+
+
+def _describe(leaves: list) -> str:
+    counts: dict[str, int] = {}
+    for v in leaves:
+        counts[type(v).__name__] = counts.get(type(v).__name__, 0) + 1
+    return ", ".join(f"{n} {k}" for k, n in counts.items())
 
 
 def _refuse_training(model) -> None:
@@ -359,10 +387,11 @@ def _per_layer(torch_model, keras_model, xs, layout, tolerance, kwargs=None,
     for lyr in klayers:
         def hook(mod, args, out, _name=lyr.name):
             if _name not in captured:
-                first = flatten_outputs(out)
-                if first and isinstance(first[0], torch.Tensor):
+                # the first tensor leaf: the Keras layer's outputs are its tensors only
+                first = next((o for o in flatten_outputs(out) if isinstance(o, torch.Tensor)), None)
+                if first is not None:
                     # copy: a later in-place op (ReLU(inplace=True)) would rewrite it
-                    captured[_name] = to_numpy(first[0]).copy()
+                    captured[_name] = to_numpy(first).copy()
                     order.append(_name)
         hooks.append(modules[lyr.name].register_forward_hook(hook))
     try:

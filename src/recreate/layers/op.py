@@ -51,6 +51,14 @@ def _batch_arange(ref, shape, dtype):
     return ops.broadcast_to(idx, (n, *shape[1:]))
 
 
+def _scaled_arange(ref, per_sample, extra, start, step, dtype):
+    """torch.arange over a length that follows the batch: per_sample * batch + extra values
+    from `start` by `step` (token indices of a flattened batch)."""
+    n = ops.add(ops.multiply(ops.shape(ref)[0], per_sample), extra)
+    idx = ops.arange(n, dtype="int64" if dtype == "int64" else "int32")
+    return ops.add(ops.multiply(ops.cast(idx, dtype), ops.cast(step, dtype)), ops.cast(start, dtype))
+
+
 def _expand_dynamic(x, ref, shape, dynamic):
     """broadcast_to(x, shape) where the axes in `dynamic` follow the batch: each takes x's
     run-time size, or `ref`'s batch size where x has size 1 there."""
@@ -112,6 +120,7 @@ HELPERS = {
     "chunk_axis": _chunk_axis,
     "expand_dynamic": _expand_dynamic,
     "batch_arange": _batch_arange,
+    "scaled_arange": _scaled_arange,
     "torch_floor_divide": _torch_floor_divide,
     "torch_remainder": _torch_remainder,
     "roll": _roll,  # shadows keras.ops.roll: same semantics, TFLite builtins only

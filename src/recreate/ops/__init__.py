@@ -39,7 +39,12 @@ def register_op(*targets, cases: Callable | None = None):
 
 
 def find_op(target) -> Callable | None:
-    return _OPS.get(target)
+    fn = _OPS.get(target)
+    schema = getattr(target, "_schema", None)
+    if fn is None and schema is not None:
+        # a custom op of a package imported later, registered by its "namespace::name"
+        fn = _OPS.get(schema.name)
+    return fn
 
 
 def registered_ops() -> list:

@@ -110,6 +110,29 @@ def matmul(cx, a, b):
     return _matmul(cx, a, b)
 
 
+@register_op(*_overloads("_grouped_mm.default"), "transformers::grouped_mm_fallback")
+def grouped_mm(cx, x, w, offs=None, bias=None, out_dtype=None):
+    """Mixture-of-experts matmul (torch._grouped_mm, Hugging Face's grouped_mm_fallback): the
+    rows of x (M, K) are sorted by expert, offs holds each expert's end row, and rows
+    [offs[e-1], offs[e]) are multiplied by w[e] (E, K, N); rows past the last end are 0.
+    3-d x 3-d without offs is a batched matmul."""
+    if out_dtype is not None and out_dtype != x.dtype:
+        raise ConversionError(f"grouped_mm with out_dtype={out_dtype} is not supported")
+    x, w = cx.torch(x), cx.torch(w)
+    if offs is None:
+        if x.rank != 3 or w.rank != 3:
+            raise ConversionError(f"grouped_mm without offs needs 3-d operands, got {x.shape} and {w.shape}")
+        y = cx.op("torch_matmul", [tensor(0), tensor(1)], [x, w], identity(3))
+    else:
+        if x.rank != 2 or w.rank != 3:
+            raise ConversionError(f"grouped_mm with offs is converted for a 2-d input and 3-d expert weights, "
+                                  f"got {x.shape} and {w.shape}")
+        y = cx.op("aten_grouped_mm", [tensor(0), tensor(1), tensor(2)], [x, w, cx.torch(offs)], identity(2))
+    if bias is not None:
+        raise ConversionError("grouped_mm with a bias is not supported")
+    return y
+
+
 @register_op(aten.linear.default)
 def linear(cx, x, weight, bias=None):
     # Keep x's axis order when its last torch axis is last on the Keras side too.

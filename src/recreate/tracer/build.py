@@ -154,6 +154,10 @@ class Builder:
         # User inputs first: constants hang off the batch reference (an input), and a constant
         # made before it would be a concrete tensor that modules applied to it run eagerly on
         # (CLIP's position_embedding(position_ids) folded with uninitialised weights).
+        users = [n.meta.get("val") for n, spec in pairs if spec.kind == InputKind.USER_INPUT]
+        # An input whose axis 0 torch specialized (boxes (K, 5) beside images (N, C, H, W), a
+        # broadcast operand of size 1) keeps that size, when another input carries the batch.
+        self.batched = any(isinstance(v, self.torch.Tensor) and v.ndim and symbolic(v.shape[0]) for v in users)
         for node, spec in pairs:
             if spec.kind == InputKind.USER_INPUT:
                 val = node.meta.get("val")
@@ -189,17 +193,19 @@ class Builder:
         kshape = tuple(shape[p] for p in perm)
         dims = [None if symbolic(val.shape[p]) else kshape[i] for i, p in enumerate(perm)]
         dtype = str(val.dtype).replace("torch.", "")
-        if not self.dynamic_batch:  # every axis as in the example (op tests: 0-d inputs too)
-            inp = keras.Input(batch_shape=kshape, dtype=dtype, name=self.conv.fresh(node.name))
+        if not self.dynamic_batch or (self.batched and (not dims or dims[0] is not None)):
+            # every axis as in the example (op tests: 0-d inputs too; an input torch fixed)
+            inp = keras.Input(batch_shape=tuple(dims) if self.dynamic_batch else kshape, dtype=dtype,
+                              name=self.conv.fresh(node.name))
         elif not dims or dims[0] is not None:
             raise ConversionError(
-                f"input {node.name} {tuple(shape)}: its axis 0 is not dynamic after capture (torch specialized it). "
-                "Give example inputs whose first axis is the batch")
+                f"input {node.name} {tuple(shape)}: its axis 0 is not dynamic after capture (torch specialized it"
+                f"{capture.specialization_site(val)}). Give example inputs whose first axis is the batch")
         else:
             inp = keras.Input(shape=tuple(dims[1:]), dtype=dtype, name=self.conv.fresh(node.name))
         self.inputs.append(inp)
         self.env[node] = Value(inp, perm, shape, val.dtype)
-        if self.conv.batch_ref is None and (not self.dynamic_batch or rank):
+        if self.conv.batch_ref is None and (not self.dynamic_batch or (rank and dims[0] is None)):
             self.conv.batch_ref = inp
 
     def _parameter(self, node) -> Value:
@@ -300,6 +306,10 @@ class Builder:
                 # zeros, so that a batch-sized one is the same for every sample.
                 res = torch.zeros_like(res)
             dependent = symbolic(val) or any(symbolic(n.meta.get("val")) for n in node.all_input_nodes)
+            if dependent and "arange" in target.__name__:
+                made = self._batch_sized_arange(node, res)
+                if made is not None:
+                    return made
             return _python_tensor(self.conv, node, res, dependent, self.examples)
         if all(v.data is not None for v in vals) and not symbolic(val):
             return self.fold(node, args, kwargs)
@@ -322,6 +332,29 @@ class Builder:
         except (RecreateError, ValueError, TypeError, NotImplementedError, IndexError, KeyError) as e:
             raise ConversionError(f"converting {node.format_node()} ({_source_line(node)}): "
                                   f"{type(e).__name__}: {e}") from e
+
+    def _batch_sized_arange(self, node, res):
+        """torch.arange(n) whose length n follows the batch (a * batch + c, read off the
+        symbolic length at batch B and B + 1): an arange of that length at run time."""
+        from ..layers.op import Op
+        from ..trace import tensor
+
+        grown = (self.conv.batch_shapes or {}).get(node.name)
+        batch = self.examples[0].shape[0] if self.examples and self.examples[0].ndim else None
+        if res.ndim != 1 or not grown or batch is None or self.conv.batch_ref is None:
+            return None
+        n0, n1 = int(res.shape[0]), int(grown[0])
+        per_sample = n1 - n0
+        extra = n0 - per_sample * batch
+        start = res[0].item() if n0 else 0
+        step = (res[1] - res[0]).item() if n0 > 1 else 1
+        want = torch_arange_like(res, start, step)
+        if per_sample <= 0 or want is None or not bool((want == res).all()):
+            return None
+        dtype = str(res.dtype).replace("torch.", "")
+        layer = Op("scaled_arange", args=[tensor(0), per_sample, extra, start, step, dtype],
+                   name=self.conv.fresh(node.name))
+        return Value(layer(self.conv.batch_ref), identity(1), tuple(res.shape), res.dtype)
 
     def fold(self, node, args, kwargs):
         """Every tensor input is a constant: compute the result with torch, as a constant."""
@@ -374,6 +407,15 @@ class Builder:
             return keras.Model(self.inputs[0] if len(self.inputs) == 1 else self.inputs,
                                final[0] if len(final) == 1 else final,
                                name=name or _model_name(type(self.model).__name__))
+
+
+def torch_arange_like(res, start, step):
+    import torch
+
+    try:
+        return torch.arange(res.shape[0], dtype=torch.float64).mul(step).add(start).to(res.dtype)
+    except (RuntimeError, TypeError):
+        return None
 
 
 def _positional(module, args, kwargs):

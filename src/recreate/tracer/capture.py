@@ -247,8 +247,10 @@ def export(model, args: tuple, kwargs: dict, *, dynamic_batch: bool = True, deco
             with _state_kept(model), registered_leaves(model), warnings.catch_warnings():
                 warnings.simplefilter("ignore")
                 try:
-                    ep = torch.export.export(model, args, kwargs, strict=False,
-                                             dynamic_shapes=_dynamic_shapes(model, args, kwargs, dynamic))
+                    shapes = _dynamic_shapes(model, args, kwargs, dynamic)
+                    ep = torch.export.export(model, args, kwargs, strict=False, dynamic_shapes=shapes)
+                    if specialized_inputs(ep, batch):
+                        ep = _strict_retry(model, args, kwargs, shapes, batch) or ep
                     if decompose or (decompose is None and _blocker(ep) is not None):
                         ep = ep.run_decompositions(decomposition_table())
                     break
@@ -259,6 +261,65 @@ def export(model, args: tuple, kwargs: dict, *, dynamic_batch: bool = True, deco
             known.append(cls)  # an output object torch's pytree does not know: flattened, and again
             _register_output_type(cls)
     return ep, args, kwargs
+
+
+def specialized_inputs(ep, batch) -> list[str]:
+    """The user inputs whose axis 0, asked to be dynamic (it has the example's batch size),
+    came out of the export as a fixed size."""
+    import torch
+    from torch.export.graph_signature import InputKind
+
+    if batch is None:
+        return []
+    out = []
+    nodes = [n for n in ep.graph.nodes if n.op == "placeholder"]
+    for node, spec in zip(nodes, ep.graph_signature.input_specs):
+        val = node.meta.get("val")
+        if spec.kind != InputKind.USER_INPUT or not isinstance(val, torch.Tensor) or not val.ndim:
+            continue
+        size = val.shape[0]
+        if not (isinstance(size, torch.SymInt) and size.node.expr.free_symbols) and int(size) == batch:
+            out.append(node.name)
+    return out
+
+
+def _strict_retry(model, args, kwargs, shapes, batch):
+    """The export again with torch.export's strict mode (TorchDynamo), where the non-strict one
+    fixed the batch size: non-strict export runs the model's Python as it is, so a C function
+    that reads a size as a C integer specializes it (torch.Size.numel(): kornia's
+    perform_keep_shape_image checks `input.shape.numel() == 0`, which fixes the batch to the
+    example's), where Dynamo computes it symbolically. Registered modules are traced through
+    in strict mode (registered_leaves), so the graph then has their ATen ops instead. None
+    when strict mode fails or fixes the batch too."""
+    import torch
+
+    try:
+        ep = torch.export.export(model, args, kwargs, strict=True, dynamic_shapes=shapes)
+    except Exception:  # noqa: BLE001 - a model Dynamo cannot trace: the non-strict result stands
+        return None
+    return None if specialized_inputs(ep, batch) else ep
+
+
+def specialization_site(val) -> str:
+    """Where torch.export fixed the size of a captured input's axis 0: the guard that
+    specialized it and its source line (' at kornia/image/utils.py:375 in _wrapper (guard
+    Eq(s31, 2))'), or ''."""
+    env = getattr(getattr(val, "fake_mode", None), "shape_env", None)
+    if env is None or not getattr(val, "ndim", 0):
+        return ""
+    size = int(val.shape[0])
+    for sym, value in env.replacements.items():
+        if not value.is_number or int(value) != size:
+            continue
+        if not any(getattr(src, "idx", None) == 0 for src in env.var_to_sources.get(sym, [])):
+            continue
+        for g in env.guards:
+            if sym in g.expr.free_symbols:
+                where = str(g.sloc).strip()
+                if where.startswith("(") and where.endswith(")"):
+                    where = where[1:-1]
+                return f" at {where} (guard {g.expr})"
+    return ""
 
 
 def _unknown_output_type(exc):

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..errors import ConversionError
+from ..errors import ConversionError, UnsupportedOpError
 from ..trace import OpContext, Value, _leaves, identity, tensor
 
 _REAL = {"complex64": "float32", "complex128": "float64", "complex32": "float16"}
@@ -211,10 +211,13 @@ def _shape_op(builder, cx, node, name, args, kwargs):
     from .build import _meta
 
     if name not in _DIM1 | _DIM | _SIZE | _SAME | {"permute"}:
-        raise ConversionError(
-            f"{node.format_node()}: complex tensors (held as real pairs) support view_as_complex, view_as_real, "
-            f"polar, arithmetic, real/imag/abs/angle/conj and shape ops; {node.target} is not among them. "
-            "Compute it on real and imaginary parts, or register a converter for the module around it")
+        from ..trace import _source_line
+
+        raise UnsupportedOpError(
+            f"no converter for {node.target} on complex tensors (node {node.name}; {_source_line(node)}): complex "
+            "tensors (held as real pairs) support view_as_complex, view_as_real, polar, arithmetic, "
+            "real/imag/abs/angle/conj and shape ops. Compute it on real and imaginary parts, or register a converter "
+            "for the module around it")
     first = args[0][0] if name in ("cat", "stack") else args[0]
     rank = first.rank if isinstance(first, Value) else None
 

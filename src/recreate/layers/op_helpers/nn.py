@@ -217,7 +217,21 @@ def _torch_embedding_bag(weight, indices, offsets, per_sample_weights=None, mode
     return EmbeddingBag.call(bag, indices, offsets, per_sample_weights)
 
 
+def _grouped_mm(x, w, offs):
+    """Rows of x (M, K) by expert: row r uses w[e] (E, K, N) where e is the number of
+    experts whose end offset is <= r; rows past the last offset are 0. Every expert's
+    product is computed and the right one kept (E x M x N; static shapes for TFLite/XLA)."""
+    experts = w.shape[0]
+    rows = ops.arange(ops.shape(x)[0], dtype="int32")
+    ends = ops.cast(offs, "int32")
+    which = ops.sum(ops.cast(ops.less_equal(ends[None, :], rows[:, None]), "int32"), axis=1)
+    pick = ops.cast(ops.equal(which[:, None], ops.arange(experts, dtype="int32")[None, :]), x.dtype)
+    every = ops.einsum("mk,ekn->emn", x, ops.cast(w, x.dtype))
+    return ops.einsum("me,emn->mn", pick, every)
+
+
 HELPERS: dict = {
+    "aten_grouped_mm": _grouped_mm,
     "torch_embedding_bag": _torch_embedding_bag,
     "torch_conv": _torch_conv,
     "torch_conv_transpose": _torch_conv_transpose,
